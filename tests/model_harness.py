@@ -1,0 +1,201 @@
+"""Generic architecture × head tests, shared by every ``tests/test_model_<arch>.py``.
+
+An architecture's test file lists ``ModelCase``s (a tiny reference config and the reference
+class for each of our heads) and binds the generic tests:
+
+    test_parity, test_loading_report, test_batch_invariance = generic_tests(CASES)
+
+The reference library (``transformers``) builds every model; ours loads what it saved through
+the production path (``Auto*.from_pretrained``), so parity covers loading and forward at once.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+import autoload
+from autoload.checkpoint import GLOBAL_RENAMES, apply_renames
+
+transformers = pytest.importorskip("transformers")
+
+ATOL = RTOL = 1e-5
+
+# Our Auto class for each head name.
+AUTO_CLASSES = {
+    "base": autoload.AutoModel,
+    "pretraining": autoload.AutoModelForPreTraining,
+    "masked_lm": autoload.AutoModelForMaskedLM,
+    "causal_lm": autoload.AutoModelForCausalLM,
+    "sequence_classification": autoload.AutoModelForSequenceClassification,
+    "token_classification": autoload.AutoModelForTokenClassification,
+    "question_answering": autoload.AutoModelForQuestionAnswering,
+}
+
+
+@dataclass
+class ModelCase:
+    name: str
+    config_class: str  # reference config class name, e.g. "BertConfig"
+    config: dict[str, Any]
+    heads: dict[str, str]  # our head name → reference model class name
+    base_class: str = ""  # reference class of the bare body ("BertModel"); defaults to heads["base"]
+    uses_token_types: bool = True
+    input_kwargs: dict[str, Any] = field(default_factory=dict)
+
+    def reference_config(self, **overrides: Any):
+        return getattr(transformers, self.config_class)(**{**self.config, **overrides})
+
+    def params(self) -> list:
+        return [pytest.param(self, head, id=f"{self.name}-{head}") for head in self.heads]
+
+
+def build_reference(case: ModelCase, class_name: str, seed: int = 0, **overrides: Any):
+    torch.manual_seed(seed)
+    if "QuestionAnswering" in class_name:
+        overrides.setdefault("num_labels", 2)  # start/end logits
+    config = case.reference_config(**overrides)
+    config._attn_implementation = "eager"  # so attentions are returned for comparison
+    cls = getattr(transformers, class_name)
+    return cls(config).eval()
+
+
+def padded_batch(case: ModelCase, batch: int = 3, length: int = 9, seed: int = 1) -> dict[str, torch.Tensor]:
+    """Ids avoiding special ids below 5, rows of lengths length, length-3 and 2 (right padding)."""
+    generator = torch.Generator().manual_seed(seed)
+    vocab = case.config["vocab_size"]
+    input_ids = torch.randint(5, vocab, (batch, length), generator=generator)
+    mask = torch.ones(batch, length, dtype=torch.long)
+    mask[1, length - 3:] = 0
+    mask[2, 2:] = 0
+    pad = case.config.get("pad_token_id", 0) or 0
+    input_ids = input_ids.masked_fill(mask == 0, pad)
+    inputs = {"input_ids": input_ids, "attention_mask": mask}
+    if case.uses_token_types:
+        token_types = torch.zeros_like(input_ids)
+        token_types[:, length // 2:] = 1
+        inputs["token_type_ids"] = token_types * mask
+    return inputs
+
+
+def assert_outputs_close(ours: Any, reference: Any) -> None:
+    compared = 0
+    for key in ours.keys():
+        mine, theirs = ours[key], getattr(reference, key)
+        if isinstance(mine, tuple):
+            assert len(mine) == len(theirs), key
+            for a, b in zip(mine, theirs):
+                torch.testing.assert_close(a, b, atol=ATOL, rtol=RTOL, msg=lambda m: f"{key}: {m}")
+        else:
+            torch.testing.assert_close(mine, theirs, atol=ATOL, rtol=RTOL, msg=lambda m: f"{key}: {m}")
+        compared += 1
+    assert compared >= 1
+
+
+def check_parity(case: ModelCase, head: str, tmp_path: Path) -> None:
+    reference = build_reference(case, case.heads[head])
+    reference.save_pretrained(tmp_path / "ref")
+    ours, info = AUTO_CLASSES[head].from_pretrained(tmp_path / "ref", output_loading_info=True)
+    assert type(ours).__name__ == case.heads[head]
+    assert info["missing_keys"] == [] and info["unexpected_keys"] == [] and info["mismatched_keys"] == []
+    assert not ours.training
+    inputs = padded_batch(case)
+    with torch.no_grad():
+        expected = reference(**inputs, **case.input_kwargs, output_hidden_states=True, output_attentions=True)
+        got = ours(**inputs, **case.input_kwargs, output_hidden_states=True, output_attentions=True)
+    assert_outputs_close(got, expected)
+
+    # Our save_pretrained → the reference loads it and computes the same.
+    ours.save_pretrained(tmp_path / "ours")
+    reloaded = getattr(transformers, case.heads[head]).from_pretrained(tmp_path / "ours").eval()
+    with torch.no_grad():
+        again = reloaded(**inputs, **case.input_kwargs)
+    for key in got.keys():
+        if key not in ("hidden_states", "attentions"):
+            torch.testing.assert_close(getattr(again, key), got[key], atol=ATOL, rtol=RTOL)
+
+
+def _keys(path: Path, model: torch.nn.Module) -> set[str]:
+    """Keys of a saved checkpoint, under the model's declared rename rules (data, not logic)."""
+    rules = GLOBAL_RENAMES + list(type(model).checkpoint_renames)
+    return set(apply_renames(load_file(str(path / "model.safetensors")), rules))
+
+
+def check_loading_report(case: ModelCase, head: str, tmp_path: Path) -> None:
+    """Body-only checkpoint into the head, and the head's checkpoint into the body."""
+    base_class = case.base_class or case.heads["base"]
+    body = build_reference(case, base_class)
+    body.save_pretrained(tmp_path / "body")
+    model, info = AUTO_CLASSES[head].from_pretrained(tmp_path / "body", output_loading_info=True)
+    prefix = type(model).base_model_prefix
+    ours = set(model.state_dict())
+    tied = set(model.tied_weights())
+    saved = _keys(tmp_path / "body", model)
+    if head == "base":
+        assert info["missing_keys"] == [] and info["unexpected_keys"] == []
+        return
+    expected_missing = {k for k in ours if not k.startswith(prefix + ".")} - tied
+    expected_unexpected = {f"{prefix}.{k}" for k in saved} - ours
+    assert set(info["missing_keys"]) == expected_missing
+    assert set(info["unexpected_keys"]) == expected_unexpected
+    # The body's weights arrived; the head's are finite fresh values.
+    body_state = body.state_dict()
+    for key, value in model.state_dict().items():
+        if key.startswith(prefix + ".") and key[len(prefix) + 1:] in saved:
+            torch.testing.assert_close(value, body_state[key[len(prefix) + 1:]])
+        assert torch.isfinite(value).all(), key
+
+    # The head checkpoint into the bare body: head weights unexpected, body weights it lacks missing.
+    head_model = build_reference(case, case.heads[head])
+    head_model.save_pretrained(tmp_path / "head")
+    base, info = autoload.AutoModel.from_pretrained(tmp_path / "head", output_loading_info=True)
+    saved_head = _keys(tmp_path / "head", base)
+    stripped = {k[len(prefix) + 1:] for k in saved_head if k.startswith(prefix + ".")}
+    base_keys = set(base.state_dict())
+    assert set(info["unexpected_keys"]) == {k for k in saved_head if not k.startswith(prefix + ".")}
+    assert set(info["missing_keys"]) == base_keys - stripped
+
+
+def check_batch_invariance(case: ModelCase, head: str, tmp_path: Path) -> None:
+    """A row in a padded batch equals the same row run alone; extra padding changes nothing."""
+    reference = build_reference(case, case.heads[head])
+    reference.save_pretrained(tmp_path)
+    model = AUTO_CLASSES[head].from_pretrained(tmp_path)
+    inputs = padded_batch(case)
+    lengths = inputs["attention_mask"].sum(1).tolist()
+    with torch.no_grad():
+        batched = model(**inputs, **case.input_kwargs)
+        extra = {k: torch.nn.functional.pad(v, (0, 4), value=0) for k, v in inputs.items()}
+        extra_out = model(**extra, **case.input_kwargs)
+        for row, length in enumerate(lengths):
+            alone = model(**{k: v[row:row + 1, :length] for k, v in inputs.items()}, **case.input_kwargs)
+            for key in alone.keys():
+                if key in ("hidden_states", "attentions"):
+                    continue
+                one, many, padded_more = alone[key][0], batched[key][row], extra_out[key][row]
+                if alone[key].dim() >= 2 and alone[key].shape[1] == length:  # per-token output
+                    many, padded_more = many[:length], padded_more[:length]
+                torch.testing.assert_close(many, one, atol=ATOL, rtol=RTOL, msg=lambda m: f"row {row} {key}: {m}")
+                torch.testing.assert_close(padded_more, one, atol=ATOL, rtol=RTOL)
+
+
+def generic_tests(cases: list[ModelCase]):
+    params = [p for case in cases for p in case.params()]
+
+    @pytest.mark.parametrize("case, head", params)
+    def test_parity(case: ModelCase, head: str, tmp_path: Path) -> None:
+        check_parity(case, head, tmp_path)
+
+    @pytest.mark.parametrize("case, head", params)
+    def test_loading_report(case: ModelCase, head: str, tmp_path: Path) -> None:
+        check_loading_report(case, head, tmp_path)
+
+    @pytest.mark.parametrize("case, head", params)
+    def test_batch_invariance(case: ModelCase, head: str, tmp_path: Path) -> None:
+        check_batch_invariance(case, head, tmp_path)
+
+    return test_parity, test_loading_report, test_batch_invariance
