@@ -107,6 +107,9 @@ class RemoteSource(ModelSource):
         if is_file:
             self.single_file = self.fetch(self.root.rsplit("/", 1)[-1])
 
+    def where(self) -> str:
+        return self.reference
+
     def _names(self) -> set[str]:
         if self._listing is None:
             try:
