@@ -1,0 +1,375 @@
+"""ALBERT: factorised embeddings and layers shared across depth, loading reference checkpoints by
+their own key names.
+
+Two things set it apart from BERT: tokens are embedded at ``embedding_size`` and projected to
+``hidden_size`` once (``embedding_hidden_mapping_in``), and the encoder holds only
+``num_hidden_groups`` groups of ``inner_group_num`` layers, which the ``num_hidden_layers`` steps
+of depth reuse in order.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Optional
+
+import torch
+from torch import nn
+
+from ..configuration import PretrainedConfig
+from ..modeling import (
+    BaseModelOutputWithPooling,
+    MaskedLMOutput,
+    ModelOutput,
+    PreTrainedModel,
+    QuestionAnsweringModelOutput,
+    SequenceClassifierOutput,
+    TokenClassifierOutput,
+    activation,
+    attention,
+    padding_mask,
+)
+from .. import registry
+
+
+class AlbertConfig(PretrainedConfig):
+    model_type = "albert"
+    defaults = dict(
+        vocab_size=30000,
+        embedding_size=128,
+        hidden_size=4096,
+        num_hidden_layers=12,
+        num_hidden_groups=1,
+        num_attention_heads=64,
+        intermediate_size=16384,
+        inner_group_num=1,
+        hidden_act="gelu_new",
+        hidden_dropout_prob=0.0,
+        attention_probs_dropout_prob=0.0,
+        max_position_embeddings=512,
+        type_vocab_size=2,
+        initializer_range=0.02,
+        layer_norm_eps=1e-12,
+        classifier_dropout_prob=0.1,
+        pad_token_id=0,
+        bos_token_id=2,
+        eos_token_id=3,
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# Body
+# ---------------------------------------------------------------------------------------------
+class AlbertEmbeddings(nn.Module):
+    def __init__(self, config: AlbertConfig):
+        super().__init__()
+        self.word_embeddings = nn.Embedding(config.vocab_size, config.embedding_size, padding_idx=config.pad_token_id)
+        self.position_embeddings = nn.Embedding(config.max_position_embeddings, config.embedding_size)
+        self.token_type_embeddings = nn.Embedding(config.type_vocab_size, config.embedding_size)
+        self.LayerNorm = nn.LayerNorm(config.embedding_size, eps=config.layer_norm_eps)
+        self.dropout = nn.Dropout(config.hidden_dropout_prob)
+
+    def forward(
+        self,
+        input_ids: Optional[torch.Tensor],
+        token_type_ids: Optional[torch.Tensor],
+        position_ids: Optional[torch.Tensor],
+        inputs_embeds: Optional[torch.Tensor],
+    ) -> torch.Tensor:
+        if inputs_embeds is None:
+            inputs_embeds = self.word_embeddings(input_ids)  # (B, T, E)
+        batch, length = inputs_embeds.shape[:2]
+        if position_ids is None:
+            position_ids = torch.arange(length, device=inputs_embeds.device)[None, :]
+        if token_type_ids is None:
+            token_type_ids = torch.zeros((batch, length), dtype=torch.long, device=inputs_embeds.device)
+        embeddings = inputs_embeds + self.token_type_embeddings(token_type_ids) + self.position_embeddings(position_ids)
+        return self.dropout(self.LayerNorm(embeddings))  # (B, T, E)
+
+
+class AlbertAttention(nn.Module):
+    """Self-attention with its output projection and post-norm residual in one module, as the
+    reference's checkpoint keys (``attention.query``, ``attention.dense``, ``attention.LayerNorm``)."""
+
+    def __init__(self, config: AlbertConfig):
+        super().__init__()
+        if config.hidden_size % config.num_attention_heads:
+            raise ValueError(f"hidden_size {config.hidden_size} is not a multiple of num_attention_heads {config.num_attention_heads}")
+        self.num_heads = config.num_attention_heads
+        self.head_dim = config.hidden_size // config.num_attention_heads
+        self.query = nn.Linear(config.hidden_size, config.hidden_size)
+        self.key = nn.Linear(config.hidden_size, config.hidden_size)
+        self.value = nn.Linear(config.hidden_size, config.hidden_size)
+        self.dense = nn.Linear(config.hidden_size, config.hidden_size)
+        self.LayerNorm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+        self.dropout_p = config.attention_probs_dropout_prob
+        self.output_dropout = nn.Dropout(config.hidden_dropout_prob)
+
+    def _heads(self, x: torch.Tensor) -> torch.Tensor:
+        batch, length, _ = x.shape
+        return x.view(batch, length, self.num_heads, self.head_dim).transpose(1, 2)  # (B, nH, T, d)
+
+    def forward(self, hidden: torch.Tensor, mask: torch.Tensor, need_weights: bool):
+        q, k, v = self._heads(self.query(hidden)), self._heads(self.key(hidden)), self._heads(self.value(hidden))
+        context, probs = attention(q, k, v, mask, need_weights=need_weights,
+                                   dropout_p=self.dropout_p if self.training else 0.0)
+        batch, _, length, _ = context.shape
+        context = context.transpose(1, 2).reshape(batch, length, -1)  # (B, T, H)
+        return self.LayerNorm(hidden + self.output_dropout(self.dense(context))), probs
+
+
+class AlbertLayer(nn.Module):
+    def __init__(self, config: AlbertConfig):
+        super().__init__()
+        self.full_layer_layer_norm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+        self.attention = AlbertAttention(config)
+        self.ffn = nn.Linear(config.hidden_size, config.intermediate_size)
+        self.ffn_output = nn.Linear(config.intermediate_size, config.hidden_size)
+        self.act = activation(config.hidden_act)
+
+    def forward(self, hidden: torch.Tensor, mask: torch.Tensor, need_weights: bool):
+        hidden, probs = self.attention(hidden, mask, need_weights)
+        # The reference applies no dropout to the feed-forward output, so neither do we.
+        ffn = self.ffn_output(self.act(self.ffn(hidden)))  # (B, T, H)
+        return self.full_layer_layer_norm(ffn + hidden), probs
+
+
+class AlbertLayerGroup(nn.Module):
+    """``inner_group_num`` distinct layers run one after another; one group is one step of depth."""
+
+    def __init__(self, config: AlbertConfig):
+        super().__init__()
+        self.albert_layers = nn.ModuleList(AlbertLayer(config) for _ in range(config.inner_group_num))
+
+
+class AlbertTransformer(nn.Module):
+    def __init__(self, config: AlbertConfig):
+        super().__init__()
+        self.num_hidden_layers = config.num_hidden_layers
+        self.num_hidden_groups = config.num_hidden_groups
+        self.embedding_hidden_mapping_in = nn.Linear(config.embedding_size, config.hidden_size)
+        self.albert_layer_groups = nn.ModuleList(AlbertLayerGroup(config) for _ in range(config.num_hidden_groups))
+
+    def group_index(self, depth: int) -> int:
+        """The group serving step ``depth``: consecutive steps share a group, in the reference's
+        float arithmetic so uneven layer/group counts split exactly as it does."""
+        return int(depth / (self.num_hidden_layers / self.num_hidden_groups))
+
+    def forward(self, embedded: torch.Tensor, mask: torch.Tensor, output_hidden_states: bool, output_attentions: bool):
+        hidden = self.embedding_hidden_mapping_in(embedded)  # (B, T, E) → (B, T, H)
+        all_hidden = [hidden] if output_hidden_states else None
+        all_probs = [] if output_attentions else None
+        for depth in range(self.num_hidden_layers):
+            # Recorded after every inner layer, not every group: the reference's hidden_states and
+            # attentions have num_hidden_layers * inner_group_num entries (plus the input state).
+            for layer in self.albert_layer_groups[self.group_index(depth)].albert_layers:
+                hidden, probs = layer(hidden, mask, output_attentions)
+                if output_hidden_states:
+                    all_hidden.append(hidden)
+                if output_attentions:
+                    all_probs.append(probs)
+        return hidden, _tuple(all_hidden), _tuple(all_probs)
+
+
+def _tuple(items: Optional[list]) -> Optional[tuple]:
+    return tuple(items) if items is not None else None
+
+
+class AlbertPreTrainedModel(PreTrainedModel):
+    config_class = AlbertConfig
+    base_model_prefix = "albert"
+    # The reference keeps a decoder bias tied to `predictions.bias`; ours is only `predictions.bias`.
+    # Checkpoints order `predictions.bias` before `predictions.decoder.bias` (sorted safetensors keys,
+    # module order in .bin), so the decoder's bias wins: equal to it when tied, and the one the
+    # reference actually uses when `tie_word_embeddings` is false.
+    checkpoint_renames = ((r"predictions\.decoder\.bias$", "predictions.bias"),)
+
+
+class AlbertModel(AlbertPreTrainedModel):
+    def __init__(self, config: AlbertConfig, add_pooling_layer: bool = True):
+        super().__init__(config)
+        self.embeddings = AlbertEmbeddings(config)
+        self.encoder = AlbertTransformer(config)
+        self.pooler = nn.Linear(config.hidden_size, config.hidden_size) if add_pooling_layer else None
+
+    def get_input_embeddings(self) -> nn.Embedding:
+        return self.embeddings.word_embeddings
+
+    def forward(
+        self,
+        input_ids: Optional[torch.Tensor] = None,
+        attention_mask: Optional[torch.Tensor] = None,
+        token_type_ids: Optional[torch.Tensor] = None,
+        position_ids: Optional[torch.Tensor] = None,
+        *,
+        inputs_embeds: Optional[torch.Tensor] = None,
+        output_hidden_states: Optional[bool] = None,
+        output_attentions: Optional[bool] = None,
+    ) -> BaseModelOutputWithPooling:
+        if (input_ids is None) == (inputs_embeds is None):
+            raise ValueError("pass exactly one of input_ids or inputs_embeds")
+        embedded = self.embeddings(input_ids, token_type_ids, position_ids, inputs_embeds)  # (B, T, E)
+        mask = padding_mask(attention_mask, embedded.shape[:2], embedded.device)
+        hidden, all_hidden, all_probs = self.encoder(
+            embedded,
+            mask,
+            self.config.output_hidden_states if output_hidden_states is None else output_hidden_states,
+            self.config.output_attentions if output_attentions is None else output_attentions,
+        )
+        pooled = torch.tanh(self.pooler(hidden[:, 0])) if self.pooler is not None else None  # first token: (B, H)
+        return BaseModelOutputWithPooling(hidden, pooled, all_hidden, all_probs)
+
+
+# ---------------------------------------------------------------------------------------------
+# Heads
+# ---------------------------------------------------------------------------------------------
+class AlbertMLMHead(nn.Module):
+    """Hidden → embedding size → vocabulary through the (tied) word embeddings."""
+
+    def __init__(self, config: AlbertConfig):
+        super().__init__()
+        self.LayerNorm = nn.LayerNorm(config.embedding_size, eps=config.layer_norm_eps)
+        self.bias = nn.Parameter(torch.zeros(config.vocab_size))
+        self.dense = nn.Linear(config.hidden_size, config.embedding_size)
+        self.decoder = nn.Linear(config.embedding_size, config.vocab_size, bias=False)
+        self.act = activation(config.hidden_act)
+
+    def forward(self, hidden: torch.Tensor) -> torch.Tensor:
+        return self.decoder(self.LayerNorm(self.act(self.dense(hidden)))) + self.bias  # (B, T, V)
+
+
+class AlbertSOPHead(nn.Module):
+    def __init__(self, config: AlbertConfig):
+        super().__init__()
+        self.dropout = nn.Dropout(config.classifier_dropout_prob)
+        # num_labels outputs, not a fixed 2: the reference sizes sentence-order logits this way.
+        self.classifier = nn.Linear(config.hidden_size, config.num_labels)
+
+    def forward(self, pooled: torch.Tensor) -> torch.Tensor:
+        return self.classifier(self.dropout(pooled))  # (B, num_labels)
+
+
+@dataclass
+class AlbertForPreTrainingOutput(ModelOutput):
+    prediction_logits: torch.Tensor
+    sop_logits: torch.Tensor
+    hidden_states: Optional[tuple[torch.Tensor, ...]] = None
+    attentions: Optional[tuple[torch.Tensor, ...]] = None
+
+
+_DECODER_TIE = {"predictions.decoder.weight": "albert.embeddings.word_embeddings.weight"}
+
+
+class AlbertForPreTraining(AlbertPreTrainedModel):
+    tied_keys = _DECODER_TIE
+
+    def __init__(self, config: AlbertConfig):
+        super().__init__(config)
+        self.albert = AlbertModel(config)
+        self.predictions = AlbertMLMHead(config)
+        self.sop_classifier = AlbertSOPHead(config)
+
+    def forward(
+        self,
+        input_ids: Optional[torch.Tensor] = None,
+        attention_mask: Optional[torch.Tensor] = None,
+        token_type_ids: Optional[torch.Tensor] = None,
+        position_ids: Optional[torch.Tensor] = None,
+        **kwargs: Any,
+    ) -> AlbertForPreTrainingOutput:
+        out = self.albert(input_ids, attention_mask, token_type_ids, position_ids, **kwargs)
+        return AlbertForPreTrainingOutput(
+            self.predictions(out.last_hidden_state),
+            self.sop_classifier(out.pooler_output),
+            out.hidden_states,
+            out.attentions,
+        )
+
+
+class AlbertForMaskedLM(AlbertPreTrainedModel):
+    tied_keys = _DECODER_TIE
+
+    def __init__(self, config: AlbertConfig):
+        super().__init__(config)
+        self.albert = AlbertModel(config, add_pooling_layer=False)
+        self.predictions = AlbertMLMHead(config)
+
+    def forward(
+        self,
+        input_ids: Optional[torch.Tensor] = None,
+        attention_mask: Optional[torch.Tensor] = None,
+        token_type_ids: Optional[torch.Tensor] = None,
+        position_ids: Optional[torch.Tensor] = None,
+        **kwargs: Any,
+    ) -> MaskedLMOutput:
+        out = self.albert(input_ids, attention_mask, token_type_ids, position_ids, **kwargs)
+        return MaskedLMOutput(self.predictions(out.last_hidden_state), out.hidden_states, out.attentions)
+
+
+class AlbertForSequenceClassification(AlbertPreTrainedModel):
+    def __init__(self, config: AlbertConfig):
+        super().__init__(config)
+        self.albert = AlbertModel(config)
+        self.dropout = nn.Dropout(config.classifier_dropout_prob)
+        self.classifier = nn.Linear(config.hidden_size, config.num_labels)
+
+    def forward(
+        self,
+        input_ids: Optional[torch.Tensor] = None,
+        attention_mask: Optional[torch.Tensor] = None,
+        token_type_ids: Optional[torch.Tensor] = None,
+        position_ids: Optional[torch.Tensor] = None,
+        **kwargs: Any,
+    ) -> SequenceClassifierOutput:
+        out = self.albert(input_ids, attention_mask, token_type_ids, position_ids, **kwargs)
+        logits = self.classifier(self.dropout(out.pooler_output))  # (B, num_labels)
+        return SequenceClassifierOutput(logits, out.hidden_states, out.attentions)
+
+
+class AlbertForTokenClassification(AlbertPreTrainedModel):
+    def __init__(self, config: AlbertConfig):
+        super().__init__(config)
+        self.albert = AlbertModel(config, add_pooling_layer=False)
+        dropout = config.classifier_dropout_prob
+        self.dropout = nn.Dropout(dropout if dropout is not None else config.hidden_dropout_prob)
+        self.classifier = nn.Linear(config.hidden_size, config.num_labels)
+
+    def forward(
+        self,
+        input_ids: Optional[torch.Tensor] = None,
+        attention_mask: Optional[torch.Tensor] = None,
+        token_type_ids: Optional[torch.Tensor] = None,
+        position_ids: Optional[torch.Tensor] = None,
+        **kwargs: Any,
+    ) -> TokenClassifierOutput:
+        out = self.albert(input_ids, attention_mask, token_type_ids, position_ids, **kwargs)
+        logits = self.classifier(self.dropout(out.last_hidden_state))  # (B, T, num_labels)
+        return TokenClassifierOutput(logits, out.hidden_states, out.attentions)
+
+
+class AlbertForQuestionAnswering(AlbertPreTrainedModel):
+    def __init__(self, config: AlbertConfig):
+        super().__init__(config)
+        self.albert = AlbertModel(config, add_pooling_layer=False)
+        self.qa_outputs = nn.Linear(config.hidden_size, config.num_labels)
+
+    def forward(
+        self,
+        input_ids: Optional[torch.Tensor] = None,
+        attention_mask: Optional[torch.Tensor] = None,
+        token_type_ids: Optional[torch.Tensor] = None,
+        position_ids: Optional[torch.Tensor] = None,
+        **kwargs: Any,
+    ) -> QuestionAnsweringModelOutput:
+        out = self.albert(input_ids, attention_mask, token_type_ids, position_ids, **kwargs)
+        start, end = self.qa_outputs(out.last_hidden_state).split(1, dim=-1)  # (B, T, 1) each
+        return QuestionAnsweringModelOutput(start.squeeze(-1), end.squeeze(-1), out.hidden_states, out.attentions)
+
+
+CONFIG_CLASS = AlbertConfig
+HEADS = {
+    registry.BASE: AlbertModel,
+    registry.PRETRAINING: AlbertForPreTraining,
+    registry.MASKED_LM: AlbertForMaskedLM,
+    registry.SEQUENCE_CLASSIFICATION: AlbertForSequenceClassification,
+    registry.TOKEN_CLASSIFICATION: AlbertForTokenClassification,
+    registry.QUESTION_ANSWERING: AlbertForQuestionAnswering,
+}
