@@ -1,0 +1,299 @@
+"""DistilBERT: config, encoder and heads, loading reference checkpoints by their own key names."""
+from __future__ import annotations
+
+from typing import Any, Optional
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..configuration import PretrainedConfig
+from ..modeling import (
+    BaseModelOutput,
+    MaskedLMOutput,
+    PreTrainedModel,
+    QuestionAnsweringModelOutput,
+    SequenceClassifierOutput,
+    TokenClassifierOutput,
+    activation,
+    attention,
+    padding_mask,
+)
+from .. import registry
+
+# The reference hard-codes this epsilon for every DistilBERT LayerNorm; it is not a config field.
+LAYER_NORM_EPS = 1e-12
+
+
+def _alias(target: str) -> property:
+    """Another name for a config attribute, read and written through (the reference's ``attribute_map``)."""
+    return property(lambda self: getattr(self, target), lambda self, value: setattr(self, target, value))
+
+
+class DistilBertConfig(PretrainedConfig):
+    model_type = "distilbert"
+    defaults = dict(
+        vocab_size=30522,
+        max_position_embeddings=512,
+        sinusoidal_pos_embds=False,
+        n_layers=6,
+        n_heads=12,
+        dim=768,
+        hidden_dim=4 * 768,
+        dropout=0.1,
+        attention_dropout=0.1,
+        activation="gelu",
+        initializer_range=0.02,
+        qa_dropout=0.1,
+        seq_classif_dropout=0.2,
+        pad_token_id=0,
+    )
+    # Generic code (pooling, embedding width, layer counts) reads the BERT names.
+    hidden_size = _alias("dim")
+    num_attention_heads = _alias("n_heads")
+    num_hidden_layers = _alias("n_layers")
+
+
+# ---------------------------------------------------------------------------------------------
+# Body
+# ---------------------------------------------------------------------------------------------
+def sinusoidal_table(n_pos: int, dim: int) -> torch.Tensor:
+    """(n_pos, dim) sin on even columns, cos on odd, built in float64 as the reference does."""
+    positions = torch.arange(n_pos, dtype=torch.float64)[:, None]  # (P, 1)
+    pair = torch.arange(dim, dtype=torch.float64) // 2  # column j shares its frequency with j ^ 1
+    angles = positions / torch.pow(10000.0, 2 * pair / dim)  # (P, D)
+    table = torch.empty(n_pos, dim, dtype=torch.float64)
+    table[:, 0::2] = angles[:, 0::2].sin()
+    table[:, 1::2] = angles[:, 1::2].cos()
+    return table.float()
+
+
+class SinusoidalPositionEmbedding(nn.Embedding):
+    """Position embeddings fixed to ``sinusoidal_table``: not trained, yet stored in checkpoints
+    under the same key as learned ones, so loading stays a plain state-dict load."""
+
+    def __init__(self, n_pos: int, dim: int):
+        super().__init__(n_pos, dim)
+        self.weight.requires_grad_(False)
+
+
+class DistilBertEmbeddings(nn.Module):
+    def __init__(self, config: DistilBertConfig):
+        super().__init__()
+        self.word_embeddings = nn.Embedding(config.vocab_size, config.dim, padding_idx=config.pad_token_id)
+        position_class = SinusoidalPositionEmbedding if config.sinusoidal_pos_embds else nn.Embedding
+        self.position_embeddings = position_class(config.max_position_embeddings, config.dim)
+        self.LayerNorm = nn.LayerNorm(config.dim, eps=LAYER_NORM_EPS)
+        self.dropout = nn.Dropout(config.dropout)
+
+    def forward(
+        self,
+        input_ids: Optional[torch.Tensor],
+        position_ids: Optional[torch.Tensor],
+        inputs_embeds: Optional[torch.Tensor],
+    ) -> torch.Tensor:
+        if inputs_embeds is None:
+            inputs_embeds = self.word_embeddings(input_ids)  # (B, T, D)
+        if position_ids is None:
+            position_ids = torch.arange(inputs_embeds.shape[1], device=inputs_embeds.device)[None, :]  # (1, T)
+        return self.dropout(self.LayerNorm(inputs_embeds + self.position_embeddings(position_ids)))
+
+
+class DistilBertSelfAttention(nn.Module):
+    def __init__(self, config: DistilBertConfig):
+        super().__init__()
+        if config.dim % config.n_heads:
+            raise ValueError(f"dim {config.dim} is not a multiple of n_heads {config.n_heads}")
+        self.num_heads = config.n_heads
+        self.head_dim = config.dim // config.n_heads
+        self.q_lin = nn.Linear(config.dim, config.dim)
+        self.k_lin = nn.Linear(config.dim, config.dim)
+        self.v_lin = nn.Linear(config.dim, config.dim)
+        self.out_lin = nn.Linear(config.dim, config.dim)
+        self.dropout_p = config.attention_dropout
+
+    def _heads(self, x: torch.Tensor) -> torch.Tensor:
+        batch, length, _ = x.shape
+        return x.view(batch, length, self.num_heads, self.head_dim).transpose(1, 2)  # (B, nH, T, d)
+
+    def forward(self, hidden: torch.Tensor, mask: torch.Tensor, need_weights: bool):
+        q, k, v = self._heads(self.q_lin(hidden)), self._heads(self.k_lin(hidden)), self._heads(self.v_lin(hidden))
+        context, probs = attention(q, k, v, mask, need_weights=need_weights,
+                                   dropout_p=self.dropout_p if self.training else 0.0)
+        batch, _, length, _ = context.shape
+        return self.out_lin(context.transpose(1, 2).reshape(batch, length, -1)), probs  # (B, T, D)
+
+
+class DistilBertFFN(nn.Module):
+    def __init__(self, config: DistilBertConfig):
+        super().__init__()
+        self.lin1 = nn.Linear(config.dim, config.hidden_dim)
+        self.lin2 = nn.Linear(config.hidden_dim, config.dim)
+        self.act = activation(config.activation)
+        self.dropout = nn.Dropout(config.dropout)
+
+    def forward(self, hidden: torch.Tensor) -> torch.Tensor:
+        return self.dropout(self.lin2(self.act(self.lin1(hidden))))  # (B, T, D)
+
+
+class DistilBertBlock(nn.Module):
+    """Post-norm block: LayerNorm after each residual sum, as in BERT."""
+
+    def __init__(self, config: DistilBertConfig):
+        super().__init__()
+        self.attention = DistilBertSelfAttention(config)
+        self.sa_layer_norm = nn.LayerNorm(config.dim, eps=LAYER_NORM_EPS)
+        self.ffn = DistilBertFFN(config)
+        self.output_layer_norm = nn.LayerNorm(config.dim, eps=LAYER_NORM_EPS)
+
+    def forward(self, hidden: torch.Tensor, mask: torch.Tensor, need_weights: bool):
+        attended, probs = self.attention(hidden, mask, need_weights)
+        hidden = self.sa_layer_norm(attended + hidden)
+        return self.output_layer_norm(self.ffn(hidden) + hidden), probs
+
+
+class DistilBertTransformer(nn.Module):
+    def __init__(self, config: DistilBertConfig):
+        super().__init__()
+        self.layer = nn.ModuleList(DistilBertBlock(config) for _ in range(config.n_layers))
+
+    def forward(self, hidden: torch.Tensor, mask: torch.Tensor, output_hidden_states: bool, output_attentions: bool):
+        all_hidden = [hidden] if output_hidden_states else None
+        all_probs = [] if output_attentions else None
+        for layer in self.layer:
+            hidden, probs = layer(hidden, mask, output_attentions)
+            if output_hidden_states:
+                all_hidden.append(hidden)
+            if output_attentions:
+                all_probs.append(probs)
+        return hidden, _tuple(all_hidden), _tuple(all_probs)
+
+
+def _tuple(items: Optional[list]) -> Optional[tuple]:
+    return tuple(items) if items is not None else None
+
+
+class DistilBertPreTrainedModel(PreTrainedModel):
+    config_class = DistilBertConfig
+    base_model_prefix = "distilbert"
+
+    def init_weight(self, module: nn.Module, name: str, param: torch.Tensor) -> None:
+        if isinstance(module, SinusoidalPositionEmbedding):
+            with torch.no_grad():
+                param.copy_(sinusoidal_table(*param.shape))
+            return
+        super().init_weight(module, name, param)
+
+
+class DistilBertModel(DistilBertPreTrainedModel):
+    def __init__(self, config: DistilBertConfig):
+        super().__init__(config)
+        self.embeddings = DistilBertEmbeddings(config)
+        self.transformer = DistilBertTransformer(config)
+
+    def get_input_embeddings(self) -> nn.Embedding:
+        return self.embeddings.word_embeddings
+
+    def forward(
+        self,
+        input_ids: Optional[torch.Tensor] = None,
+        attention_mask: Optional[torch.Tensor] = None,
+        *,
+        # Keyword-only: the reference's third positional argument is inputs_embeds, not position_ids.
+        position_ids: Optional[torch.Tensor] = None,
+        inputs_embeds: Optional[torch.Tensor] = None,
+        output_hidden_states: Optional[bool] = None,
+        output_attentions: Optional[bool] = None,
+    ) -> BaseModelOutput:
+        if (input_ids is None) == (inputs_embeds is None):
+            raise ValueError("pass exactly one of input_ids or inputs_embeds")
+        hidden = self.embeddings(input_ids, position_ids, inputs_embeds)  # (B, T, D)
+        mask = padding_mask(attention_mask, hidden.shape[:2], hidden.device)
+        hidden, all_hidden, all_probs = self.transformer(
+            hidden,
+            mask,
+            self.config.output_hidden_states if output_hidden_states is None else output_hidden_states,
+            self.config.output_attentions if output_attentions is None else output_attentions,
+        )
+        return BaseModelOutput(hidden, all_hidden, all_probs)
+
+
+# ---------------------------------------------------------------------------------------------
+# Heads
+# ---------------------------------------------------------------------------------------------
+class DistilBertForMaskedLM(DistilBertPreTrainedModel):
+    tied_keys = {"vocab_projector.weight": "distilbert.embeddings.word_embeddings.weight"}
+
+    def __init__(self, config: DistilBertConfig):
+        super().__init__(config)
+        self.distilbert = DistilBertModel(config)
+        self.vocab_transform = nn.Linear(config.dim, config.dim)
+        self.act = activation(config.activation)
+        self.vocab_layer_norm = nn.LayerNorm(config.dim, eps=LAYER_NORM_EPS)
+        self.vocab_projector = nn.Linear(config.dim, config.vocab_size)
+
+    def forward(self, input_ids: Optional[torch.Tensor] = None, attention_mask: Optional[torch.Tensor] = None,
+                **kwargs: Any) -> MaskedLMOutput:
+        out = self.distilbert(input_ids, attention_mask, **kwargs)
+        hidden = self.vocab_layer_norm(self.act(self.vocab_transform(out.last_hidden_state)))  # (B, T, D)
+        return MaskedLMOutput(self.vocab_projector(hidden), out.hidden_states, out.attentions)  # (B, T, V)
+
+
+class DistilBertForSequenceClassification(DistilBertPreTrainedModel):
+    def __init__(self, config: DistilBertConfig):
+        super().__init__(config)
+        self.distilbert = DistilBertModel(config)
+        self.pre_classifier = nn.Linear(config.dim, config.dim)
+        self.classifier = nn.Linear(config.dim, config.num_labels)
+        self.dropout = nn.Dropout(config.seq_classif_dropout)
+
+    def forward(self, input_ids: Optional[torch.Tensor] = None, attention_mask: Optional[torch.Tensor] = None,
+                **kwargs: Any) -> SequenceClassifierOutput:
+        out = self.distilbert(input_ids, attention_mask, **kwargs)
+        # No pooler in DistilBERT: the head pools the first token itself.
+        pooled = F.relu(self.pre_classifier(out.last_hidden_state[:, 0]))  # (B, D)
+        logits = self.classifier(self.dropout(pooled))  # (B, num_labels)
+        return SequenceClassifierOutput(logits, out.hidden_states, out.attentions)
+
+
+class DistilBertForTokenClassification(DistilBertPreTrainedModel):
+    def __init__(self, config: DistilBertConfig):
+        super().__init__(config)
+        self.distilbert = DistilBertModel(config)
+        self.dropout = nn.Dropout(config.dropout)
+        self.classifier = nn.Linear(config.dim, config.num_labels)
+
+    def forward(self, input_ids: Optional[torch.Tensor] = None, attention_mask: Optional[torch.Tensor] = None,
+                **kwargs: Any) -> TokenClassifierOutput:
+        out = self.distilbert(input_ids, attention_mask, **kwargs)
+        logits = self.classifier(self.dropout(out.last_hidden_state))  # (B, T, num_labels)
+        return TokenClassifierOutput(logits, out.hidden_states, out.attentions)
+
+
+class DistilBertForQuestionAnswering(DistilBertPreTrainedModel):
+    def __init__(self, config: DistilBertConfig):
+        super().__init__(config)
+        if config.num_labels != 2:
+            raise ValueError(f"DistilBertForQuestionAnswering needs num_labels=2 (start and end logits), "
+                             f"got {config.num_labels}")
+        self.distilbert = DistilBertModel(config)
+        self.qa_outputs = nn.Linear(config.dim, config.num_labels)
+        self.dropout = nn.Dropout(config.qa_dropout)
+
+    def forward(self, input_ids: Optional[torch.Tensor] = None, attention_mask: Optional[torch.Tensor] = None,
+                **kwargs: Any) -> QuestionAnsweringModelOutput:
+        out = self.distilbert(input_ids, attention_mask, **kwargs)
+        start, end = self.qa_outputs(self.dropout(out.last_hidden_state)).split(1, dim=-1)  # (B, T, 1) each
+        return QuestionAnsweringModelOutput(start.squeeze(-1), end.squeeze(-1), out.hidden_states, out.attentions)
+
+
+CONFIG_CLASS = DistilBertConfig
+# No causal LM: the reference has none for DistilBERT; its pre-training class is the masked LM.
+HEADS = {
+    registry.BASE: DistilBertModel,
+    registry.PRETRAINING: DistilBertForMaskedLM,
+    registry.MASKED_LM: DistilBertForMaskedLM,
+    registry.SEQUENCE_CLASSIFICATION: DistilBertForSequenceClassification,
+    registry.TOKEN_CLASSIFICATION: DistilBertForTokenClassification,
+    registry.QUESTION_ANSWERING: DistilBertForQuestionAnswering,
+}
