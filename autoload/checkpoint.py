@@ -109,15 +109,19 @@ def weights_digest(files: Iterable[Path]) -> str:
 
 
 def apply_renames(state: dict[str, torch.Tensor], renames: list[tuple[str, str]]) -> dict[str, torch.Tensor]:
+    """Rename keys by (regex, replacement) rules.  Where a renamed key lands on a key the
+    checkpoint already has, the renamed one wins whatever the file order: a rule names the
+    tensor the reference actually computes with (e.g. the LM bias on the decoder)."""
     if not renames:
         return state
     compiled = [(re.compile(pattern), repl) for pattern, repl in renames]
-    renamed = {}
+    kept, renamed = {}, {}
     for key, value in state.items():
+        new_key = key
         for pattern, repl in compiled:
-            key = pattern.sub(repl, key)
-        renamed[key] = value
-    return renamed
+            new_key = pattern.sub(repl, new_key)
+        (kept if new_key == key else renamed)[new_key] = value
+    return {**kept, **renamed}
 
 
 @dataclass

@@ -198,6 +198,8 @@ class PreTrainedModel(nn.Module):
       ``checkpoint_renames``  (regex, replacement) applied to checkpoint keys
       ``checkpoint_drop``     regexes of checkpoint keys to ignore silently (old buffers)
       ``tied_keys``           {target: source} tied when ``config.tie_word_embeddings``
+      ``checkpoint_aliases``  {our key: reference key} also written on save, for references
+                              that read one tensor under a second name
     """
 
     config_class: type[PretrainedConfig] = PretrainedConfig
@@ -205,6 +207,7 @@ class PreTrainedModel(nn.Module):
     checkpoint_renames: tuple[tuple[str, str], ...] = ()
     checkpoint_drop: tuple[str, ...] = (r"(^|\.)position_ids$",)
     tied_keys: dict[str, str] = {}
+    checkpoint_aliases: dict[str, str] = {}
 
     def __init__(self, config: PretrainedConfig):
         super().__init__()
@@ -306,6 +309,9 @@ class PreTrainedModel(nn.Module):
         self.config.save_pretrained(directory)
         tied = self.tied_weights()
         tensors = {k: v.detach().contiguous() for k, v in self.state_dict().items() if k not in tied}
+        for ours, alias in self.checkpoint_aliases.items():
+            if ours in tensors:
+                tensors[alias] = tensors[ours].clone()  # safetensors refuses shared storage
         save_file(tensors, str(directory / "model.safetensors"), metadata={"format": "pt"})
 
 

@@ -177,10 +177,10 @@ class AlbertPreTrainedModel(PreTrainedModel):
     config_class = AlbertConfig
     base_model_prefix = "albert"
     # The reference keeps a decoder bias tied to `predictions.bias`; ours is only `predictions.bias`.
-    # Checkpoints order `predictions.bias` before `predictions.decoder.bias` (sorted safetensors keys,
-    # module order in .bin), so the decoder's bias wins: equal to it when tied, and the one the
-    # reference actually uses when `tie_word_embeddings` is false.
+    # The decoder's bias wins a clash (see apply_renames): equal to it when tied, and the one the
+    # reference computes with when `tie_word_embeddings` is false; saving writes both names.
     checkpoint_renames = ((r"predictions\.decoder\.bias$", "predictions.bias"),)
+    checkpoint_aliases = {"predictions.bias": "predictions.decoder.bias"}
 
 
 class AlbertModel(AlbertPreTrainedModel):

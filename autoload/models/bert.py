@@ -194,6 +194,8 @@ class BertPreTrainedModel(PreTrainedModel):
     base_model_prefix = "bert"
     # Old checkpoints keep the LM bias on the decoder; ours lives on the prediction head.
     checkpoint_renames = ((r"predictions\.decoder\.bias$", "predictions.bias"),)
+    # ...and the reference reads it from the decoder when the embeddings are untied.
+    checkpoint_aliases = {"cls.predictions.bias": "cls.predictions.decoder.bias"}
 
 
 class BertModel(BertPreTrainedModel):
