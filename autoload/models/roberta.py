@@ -1,0 +1,253 @@
+"""RoBERTa: config, encoder and heads, loading reference checkpoints by their own key names.
+
+The encoder layers are BERT's (imported from ``.bert``); what makes RoBERTa differs here:
+position ids count real tokens from ``pad_token_id + 1`` (fairseq's numbering), the LM head
+is ``dense → gelu → layer_norm → decoder`` with a decoder bias tied to ``lm_head.bias``, and
+sequence classification runs a small MLP on the ``<s>`` token instead of a pooler.
+"""
+from __future__ import annotations
+
+from typing import Optional
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..configuration import PretrainedConfig
+from ..modeling import (
+    BaseModelOutputWithPooling,
+    CausalLMOutput,
+    MaskedLMOutput,
+    PreTrainedModel,
+    QuestionAnsweringModelOutput,
+    SequenceClassifierOutput,
+    TokenClassifierOutput,
+    padding_mask,
+)
+from .. import registry
+from .bert import BertEncoder, BertPooler
+
+
+class RobertaConfig(PretrainedConfig):
+    model_type = "roberta"
+    defaults = dict(
+        vocab_size=50265,
+        hidden_size=768,
+        num_hidden_layers=12,
+        num_attention_heads=12,
+        intermediate_size=3072,
+        hidden_act="gelu",
+        hidden_dropout_prob=0.1,
+        attention_probs_dropout_prob=0.1,
+        max_position_embeddings=512,
+        type_vocab_size=2,
+        initializer_range=0.02,
+        layer_norm_eps=1e-12,
+        pad_token_id=1,
+        bos_token_id=0,
+        eos_token_id=2,
+        position_embedding_type="absolute",
+        use_cache=True,
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# Body
+# ---------------------------------------------------------------------------------------------
+def position_ids_from_input_ids(input_ids: torch.Tensor, padding_idx: int) -> torch.Tensor:
+    """Real tokens are numbered padding_idx+1, padding_idx+2, ...; padding keeps padding_idx.
+
+    Counting only real tokens (fairseq's ``make_positions``) keeps a row's positions the same
+    however much padding it carries; padding gets the embedding row reserved for it.
+    """
+    real = input_ids.ne(padding_idx).long()  # (B, T)
+    return real.cumsum(dim=1) * real + padding_idx
+
+
+def position_ids_from_inputs_embeds(inputs_embeds: torch.Tensor, padding_idx: int) -> torch.Tensor:
+    """Embeddings do not say which tokens are padding, so every position counts."""
+    batch, length = inputs_embeds.shape[:2]
+    positions = torch.arange(padding_idx + 1, length + padding_idx + 1, device=inputs_embeds.device)
+    return positions[None, :].expand(batch, length)  # (B, T)
+
+
+class RobertaEmbeddings(nn.Module):
+    def __init__(self, config: RobertaConfig):
+        super().__init__()
+        if getattr(config, "position_embedding_type", "absolute") != "absolute":
+            raise ValueError(f"position_embedding_type={config.position_embedding_type!r} is not supported; only 'absolute'")
+        self.padding_idx = config.pad_token_id
+        self.word_embeddings = nn.Embedding(config.vocab_size, config.hidden_size, padding_idx=config.pad_token_id)
+        self.position_embeddings = nn.Embedding(config.max_position_embeddings, config.hidden_size,
+                                                padding_idx=config.pad_token_id)
+        self.token_type_embeddings = nn.Embedding(config.type_vocab_size, config.hidden_size)
+        self.LayerNorm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+        self.dropout = nn.Dropout(config.hidden_dropout_prob)
+
+    def forward(
+        self,
+        input_ids: Optional[torch.Tensor],
+        token_type_ids: Optional[torch.Tensor],
+        position_ids: Optional[torch.Tensor],
+        inputs_embeds: Optional[torch.Tensor],
+    ) -> torch.Tensor:
+        if position_ids is None:
+            position_ids = (position_ids_from_input_ids(input_ids, self.padding_idx) if input_ids is not None
+                            else position_ids_from_inputs_embeds(inputs_embeds, self.padding_idx))
+        if inputs_embeds is None:
+            inputs_embeds = self.word_embeddings(input_ids)  # (B, T, H)
+        if token_type_ids is None:
+            token_type_ids = torch.zeros(inputs_embeds.shape[:2], dtype=torch.long, device=inputs_embeds.device)
+        embeddings = inputs_embeds + self.token_type_embeddings(token_type_ids) + self.position_embeddings(position_ids)
+        return self.dropout(self.LayerNorm(embeddings))
+
+
+class RobertaPreTrainedModel(PreTrainedModel):
+    config_class = RobertaConfig
+    base_model_prefix = "roberta"
+
+
+class RobertaModel(RobertaPreTrainedModel):
+    def __init__(self, config: RobertaConfig, add_pooling_layer: bool = True):
+        super().__init__(config)
+        self.embeddings = RobertaEmbeddings(config)
+        self.encoder = BertEncoder(config)  # identical layers (and checkpoint keys) to BERT's
+        self.pooler = BertPooler(config) if add_pooling_layer else None
+
+    def get_input_embeddings(self) -> nn.Embedding:
+        return self.embeddings.word_embeddings
+
+    def forward(
+        self,
+        input_ids: Optional[torch.Tensor] = None,
+        attention_mask: Optional[torch.Tensor] = None,
+        token_type_ids: Optional[torch.Tensor] = None,
+        position_ids: Optional[torch.Tensor] = None,
+        *,
+        inputs_embeds: Optional[torch.Tensor] = None,
+        output_hidden_states: Optional[bool] = None,
+        output_attentions: Optional[bool] = None,
+    ) -> BaseModelOutputWithPooling:
+        if (input_ids is None) == (inputs_embeds is None):
+            raise ValueError("pass exactly one of input_ids or inputs_embeds")
+        hidden = self.embeddings(input_ids, token_type_ids, position_ids, inputs_embeds)  # (B, T, H)
+        mask = padding_mask(attention_mask, hidden.shape[:2], hidden.device)
+        hidden, all_hidden, all_probs = self.encoder(
+            hidden,
+            mask,
+            self.config.output_hidden_states if output_hidden_states is None else output_hidden_states,
+            self.config.output_attentions if output_attentions is None else output_attentions,
+        )
+        pooled = self.pooler(hidden) if self.pooler is not None else None
+        return BaseModelOutputWithPooling(hidden, pooled, all_hidden, all_probs)
+
+
+# ---------------------------------------------------------------------------------------------
+# Heads
+# ---------------------------------------------------------------------------------------------
+class RobertaLMHead(nn.Module):
+    def __init__(self, config: RobertaConfig):
+        super().__init__()
+        self.dense = nn.Linear(config.hidden_size, config.hidden_size)
+        self.layer_norm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+        self.decoder = nn.Linear(config.hidden_size, config.vocab_size)
+        # Tied to decoder.bias (see ``tied_keys``); with untied embeddings the reference keeps it
+        # as a separate, unused checkpoint key, so it stays here for strict loading.
+        self.bias = nn.Parameter(torch.zeros(config.vocab_size))
+
+    def forward(self, hidden: torch.Tensor) -> torch.Tensor:
+        # Exact gelu whatever ``hidden_act`` says: the reference hard-codes it in this head.
+        return self.decoder(self.layer_norm(F.gelu(self.dense(hidden))))  # (B, T, V)
+
+
+_LM_HEAD_TIES = {
+    "lm_head.decoder.weight": "roberta.embeddings.word_embeddings.weight",
+    "lm_head.decoder.bias": "lm_head.bias",
+}
+
+
+class RobertaForMaskedLM(RobertaPreTrainedModel):
+    tied_keys = _LM_HEAD_TIES
+    output_class = MaskedLMOutput
+
+    def __init__(self, config: RobertaConfig):
+        super().__init__(config)
+        self.roberta = RobertaModel(config, add_pooling_layer=False)
+        self.lm_head = RobertaLMHead(config)
+
+    def forward(self, input_ids=None, attention_mask=None, token_type_ids=None, position_ids=None, **kwargs):
+        out = self.roberta(input_ids, attention_mask, token_type_ids, position_ids, **kwargs)
+        return self.output_class(self.lm_head(out.last_hidden_state), out.hidden_states, out.attentions)
+
+
+class RobertaForCausalLM(RobertaForMaskedLM):
+    """Causal LM: the MLM head; attention is causal when the config says ``is_decoder``."""
+
+    output_class = CausalLMOutput
+
+
+def _classifier_dropout(config: RobertaConfig) -> float:
+    return config.classifier_dropout if config.classifier_dropout is not None else config.hidden_dropout_prob
+
+
+class RobertaClassificationHead(nn.Module):
+    """dense → tanh → out_proj on the ``<s>`` token: RoBERTa's stand-in for BERT's pooler."""
+
+    def __init__(self, config: RobertaConfig):
+        super().__init__()
+        self.dense = nn.Linear(config.hidden_size, config.hidden_size)
+        self.dropout = nn.Dropout(_classifier_dropout(config))
+        self.out_proj = nn.Linear(config.hidden_size, config.num_labels)
+
+    def forward(self, hidden: torch.Tensor) -> torch.Tensor:
+        first = self.dropout(hidden[:, 0])  # <s> token: (B, H)
+        return self.out_proj(self.dropout(torch.tanh(self.dense(first))))  # (B, num_labels)
+
+
+class RobertaForSequenceClassification(RobertaPreTrainedModel):
+    def __init__(self, config: RobertaConfig):
+        super().__init__(config)
+        self.roberta = RobertaModel(config, add_pooling_layer=False)
+        self.classifier = RobertaClassificationHead(config)
+
+    def forward(self, input_ids=None, attention_mask=None, token_type_ids=None, position_ids=None, **kwargs):
+        out = self.roberta(input_ids, attention_mask, token_type_ids, position_ids, **kwargs)
+        return SequenceClassifierOutput(self.classifier(out.last_hidden_state), out.hidden_states, out.attentions)
+
+
+class RobertaForTokenClassification(RobertaPreTrainedModel):
+    def __init__(self, config: RobertaConfig):
+        super().__init__(config)
+        self.roberta = RobertaModel(config, add_pooling_layer=False)
+        self.dropout = nn.Dropout(_classifier_dropout(config))
+        self.classifier = nn.Linear(config.hidden_size, config.num_labels)
+
+    def forward(self, input_ids=None, attention_mask=None, token_type_ids=None, position_ids=None, **kwargs):
+        out = self.roberta(input_ids, attention_mask, token_type_ids, position_ids, **kwargs)
+        logits = self.classifier(self.dropout(out.last_hidden_state))  # (B, T, num_labels)
+        return TokenClassifierOutput(logits, out.hidden_states, out.attentions)
+
+
+class RobertaForQuestionAnswering(RobertaPreTrainedModel):
+    def __init__(self, config: RobertaConfig):
+        super().__init__(config)
+        self.roberta = RobertaModel(config, add_pooling_layer=False)
+        self.qa_outputs = nn.Linear(config.hidden_size, config.num_labels)
+
+    def forward(self, input_ids=None, attention_mask=None, token_type_ids=None, position_ids=None, **kwargs):
+        out = self.roberta(input_ids, attention_mask, token_type_ids, position_ids, **kwargs)
+        start, end = self.qa_outputs(out.last_hidden_state).split(1, dim=-1)  # (B, T, 1) each
+        return QuestionAnsweringModelOutput(start.squeeze(-1), end.squeeze(-1), out.hidden_states, out.attentions)
+
+
+CONFIG_CLASS = RobertaConfig
+HEADS = {
+    registry.BASE: RobertaModel,
+    # The reference pre-trains RoBERTa with masked LM only (no next-sentence head).
+    registry.PRETRAINING: RobertaForMaskedLM,
+    registry.MASKED_LM: RobertaForMaskedLM,
+    registry.CAUSAL_LM: RobertaForCausalLM,
+    registry.SEQUENCE_CLASSIFICATION: RobertaForSequenceClassification,
+    registry.TOKEN_CLASSIFICATION: RobertaForTokenClassification,
+    registry.QUESTION_ANSWERING: RobertaForQuestionAnswering,
+}
