@@ -63,8 +63,13 @@ def build_reference(case: ModelCase, class_name: str, seed: int = 0, **overrides
     torch.manual_seed(seed)
     config = case.reference_config(**{**head_overrides(class_name), **overrides})
     config._attn_implementation = "eager"  # so attentions are returned for comparison
-    cls = getattr(transformers, class_name)
-    return cls(config).eval()
+    model = getattr(transformers, class_name)(config).eval()
+    # Fresh biases and LayerNorms are 0/1: randomise every weight (ties are shared tensors and
+    # stay tied) so a bias lost or misplaced in loading or saving shows up in the outputs.
+    with torch.no_grad():
+        for param in model.parameters():
+            param.add_(torch.randn_like(param) * 0.02)
+    return model
 
 
 def padded_batch(case: ModelCase, batch: int = 3, length: int = 9, seed: int = 1) -> dict[str, torch.Tensor]:
