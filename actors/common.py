@@ -1,0 +1,84 @@
+"""What every stage shares: internal column names, the bad-row error, micro-batching.
+
+Internal columns start with ``__``: the job adds them when reading (where a row came from),
+the stages add theirs (token ids, timings), and the sink drops them all before writing.
+"""
+from __future__ import annotations
+
+import numpy as np
+import pyarrow as pa
+
+# Added by the reader: which work unit / source shard / row a row is.
+UNIT = "__unit"
+SOURCE = "__source"
+ROW = "__row"
+# Added by the tokenize stage.
+INPUT_IDS = "__input_ids"
+TOKEN_TYPE_IDS = "__token_type_ids"
+TOKENS = "__tokens"
+# Added by the model stage: padded length of the forward that ran the row (for the padding ratio).
+PADDED = "__padded"
+# Busy seconds of a stage, spread evenly over the rows of the batch it ran (sums stay exact).
+SECONDS = "__seconds_"
+# Why a row has no output, when the bad-row policy is "flag" (a user-visible column).
+ERROR = "error"
+
+BAD_ROW_POLICIES = ("error", "flag")
+POOLINGS = ("mean", "cls", "last", "max")
+DTYPES = ("auto", "float32", "float16", "bfloat16")
+EMBEDDING_DTYPES = ("float32", "float16")
+
+
+class BadRowError(ValueError):
+    """An input row the job can't process under the ``error`` policy (message names file and row)."""
+
+
+def seconds_column(seconds: float, rows: int) -> pa.Array:
+    """``seconds`` spread over ``rows`` rows, so summing the column over any rows adds up."""
+    return pa.array(np.full(rows, seconds / max(rows, 1)), type=pa.float64())
+
+
+def valid_rows(table: pa.Table) -> np.ndarray:
+    """Boolean mask of rows without an error (all rows when the table has no error column)."""
+    if ERROR not in table.column_names:
+        return np.ones(table.num_rows, dtype=bool)
+    return table[ERROR].is_null().to_numpy(zero_copy_only=False)
+
+
+def micro_batches(lengths: np.ndarray, max_tokens: int, max_rows: int) -> list[np.ndarray]:
+    """Row indices grouped into forwards, longest rows first.
+
+    Sorting by length keeps padding small (rows of similar length share a forward); each
+    group holds at most ``max_rows`` rows and at most ``max_tokens`` padded tokens, so
+    short rows run in big batches and long rows in small ones.
+    """
+    order = np.argsort(-lengths, kind="stable")
+    groups: list[np.ndarray] = []
+    start = 0
+    while start < len(order):
+        longest = max(int(lengths[order[start]]), 1)  # sorted descending: the first is the longest
+        rows = max(1, min(max_rows, max_tokens // longest))
+        groups.append(order[start:start + rows])
+        start += rows
+    return groups
+
+
+def pad_rows(ids: pa.ListArray, rows: np.ndarray, pad_id: int) -> tuple[np.ndarray, np.ndarray]:
+    """Rows of a list<int> column → (B, T) int64 ids padded with ``pad_id`` and the (B, T) mask."""
+    offsets = ids.offsets.to_numpy()
+    values = ids.values.to_numpy()
+    starts, stops = offsets[rows], offsets[rows + 1]
+    width = max(int((stops - starts).max()), 1)
+    padded = np.full((len(rows), width), pad_id, dtype=np.int64)
+    mask = np.zeros((len(rows), width), dtype=np.int64)
+    for i, (start, stop) in enumerate(zip(starts, stops)):
+        padded[i, :stop - start] = values[start:stop]
+        mask[i, :stop - start] = 1
+    return padded, mask
+
+
+def fixed_size_list(values: np.ndarray, valid: np.ndarray, value_type: pa.DataType) -> pa.FixedSizeListArray:
+    """(N, D) array → fixed_size_list<value_type>[D], null where ``valid`` is False."""
+    flat = pa.array(np.ascontiguousarray(values).reshape(-1), type=value_type)
+    mask = None if valid.all() else pa.array(~valid)
+    return pa.FixedSizeListArray.from_arrays(flat, values.shape[1], mask=mask)

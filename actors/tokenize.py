@@ -1,0 +1,145 @@
+"""Tokenize stage: text column(s) → token ids as Arrow list<int32>, with the bad-row policy."""
+from __future__ import annotations
+
+import logging
+import time
+from typing import Optional, Sequence
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from autoload import AutoTokenizer
+
+from .common import (
+    BAD_ROW_POLICIES,
+    ERROR,
+    INPUT_IDS,
+    ROW,
+    SECONDS,
+    SOURCE,
+    TOKEN_TYPE_IDS,
+    TOKENS,
+    BadRowError,
+    seconds_column,
+)
+
+logger = logging.getLogger(__name__)
+
+_TEXT_TYPES = (pa.types.is_string, pa.types.is_large_string, pa.types.is_string_view)
+_BINARY_TYPES = (pa.types.is_binary, pa.types.is_large_binary, pa.types.is_binary_view)
+
+
+class Tokenize:
+    """Callable on an Arrow table; adds ``__input_ids`` (list<int32>), ``__tokens`` (int32) and,
+    for text pairs, ``__token_type_ids`` (list<int8>); then removes ``drop_columns`` (text that
+    no later stage needs, so it doesn't travel on).
+
+    A row whose text is null, not a string or not valid UTF-8 raises :class:`BadRowError`
+    naming the file and row (``on_bad_row="error"``), or gets an ``error`` message and no
+    tokens (``"flag"``): it is never dropped.
+    """
+
+    def __init__(
+        self,
+        model: str,
+        *,
+        text_column: str,
+        text_pair_column: Optional[str] = None,
+        max_length: int,
+        on_bad_row: str = "error",
+        drop_columns: Sequence[str] = (),
+        storage_options: Optional[dict] = None,
+        cache_dir: Optional[str] = None,
+    ) -> None:
+        if on_bad_row not in BAD_ROW_POLICIES:
+            raise ValueError(f"on_bad_row must be one of {BAD_ROW_POLICIES}, got {on_bad_row!r}")
+        tokenizer = AutoTokenizer.from_pretrained(model, storage_options=storage_options or {}, cache_dir=cache_dir)
+        # The raw `tokenizers` backend is several times faster than a per-call wrapper; it comes
+        # with no padding/truncation preset, and this stage owns its instance, so set ours.
+        self.backend = tokenizer.backend
+        self.backend.no_padding()
+        self.backend.enable_truncation(max_length, strategy="longest_first")
+        self.text_column = text_column
+        self.text_pair_column = text_pair_column
+        self.on_bad_row = on_bad_row
+        self.drop_columns = list(drop_columns)
+
+    def __call__(self, table: pa.Table) -> pa.Table:
+        started = time.perf_counter()
+        texts, problems = self._texts(table, self.text_column)
+        if self.text_pair_column is not None:
+            pairs, pair_problems = self._texts(table, self.text_pair_column)
+            problems = [a or b for a, b in zip(problems, pair_problems)]
+        bad = [i for i, problem in enumerate(problems) if problem]
+        if bad and self.on_bad_row == "error":
+            raise BadRowError(
+                f"{self._where(table, bad[0])}: {problems[bad[0]]}. Fix the input, or rerun with "
+                f"--on-bad-row flag to write such rows with a null output and an '{ERROR}' column."
+            )
+        good = [i for i, problem in enumerate(problems) if not problem]
+        if self.text_pair_column is None:
+            encodings = self.backend.encode_batch([texts[i] for i in good])
+        else:
+            encodings = self.backend.encode_batch([(texts[i], pairs[i]) for i in good])
+        slots: list = [None] * table.num_rows
+        for i, encoding in zip(good, encodings):
+            slots[i] = encoding
+        table = table.append_column(INPUT_IDS, _list_column(slots, "ids", pa.int32()))
+        table = table.append_column(TOKENS, pa.array([len(e.ids) if e else 0 for e in slots], type=pa.int32()))
+        if self.text_pair_column is not None:
+            table = table.append_column(TOKEN_TYPE_IDS, _list_column(slots, "type_ids", pa.int8()))
+        if self.on_bad_row == "flag":
+            table = table.append_column(ERROR, pa.array([p or None for p in problems], type=pa.string()))
+        if self.drop_columns:
+            table = table.drop_columns(self.drop_columns)
+        elapsed = time.perf_counter() - started
+        return table.append_column(SECONDS + "tokenize", seconds_column(elapsed, table.num_rows))
+
+    def _texts(self, table: pa.Table, column: str) -> tuple[list, list[str]]:
+        """The column as Python strings, and per row a problem description ("" when fine)."""
+        data = table[column]
+        kind = data.type
+        if any(check(kind) for check in _TEXT_TYPES):
+            texts = data.to_pylist()
+            return texts, ["" if t is not None else f"column {column!r} is null" for t in texts]
+        if any(check(kind) for check in _BINARY_TYPES):
+            return _decode_utf8(data.to_pylist(), column)
+        if pa.types.is_null(kind):
+            return [None] * len(data), [f"column {column!r} is null"] * len(data)
+        problem = f"column {column!r} holds {kind}, not a string"
+        nulls = pc.is_null(data).to_pylist()
+        return [None] * len(data), [f"column {column!r} is null" if n else problem for n in nulls]
+
+    @staticmethod
+    def _where(table: pa.Table, index: int) -> str:
+        if SOURCE in table.column_names and ROW in table.column_names:
+            return f"{table[SOURCE][index].as_py()} row {table[ROW][index].as_py()}"
+        return f"row {index} of the batch"
+
+
+def _decode_utf8(values: list, column: str) -> tuple[list, list[str]]:
+    texts: list = []
+    problems: list[str] = []
+    for value in values:
+        if value is None:
+            texts.append(None)
+            problems.append(f"column {column!r} is null")
+            continue
+        try:
+            texts.append(value.decode("utf-8"))
+            problems.append("")
+        except UnicodeDecodeError as err:
+            texts.append(None)
+            problems.append(f"column {column!r} is not valid UTF-8 ({err.reason} at byte {err.start})")
+    return texts, problems
+
+
+def _list_column(encodings: list, field: str, value_type: pa.DataType) -> pa.ListArray:
+    """One list per row from each encoding's ``field``; an empty list for rows without one."""
+    lengths = np.array([len(getattr(e, field)) if e else 0 for e in encodings], dtype=np.int32)
+    offsets = np.zeros(len(encodings) + 1, dtype=np.int32)
+    np.cumsum(lengths, out=offsets[1:])
+    parts = [np.asarray(getattr(e, field), dtype=value_type.to_pandas_dtype()) for e in encodings if e]
+    values = np.concatenate(parts) if parts else np.zeros(0, dtype=value_type.to_pandas_dtype())
+    return pa.ListArray.from_arrays(pa.array(offsets), pa.array(values, type=value_type))

