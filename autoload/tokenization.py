@@ -186,7 +186,11 @@ class _SpecialToken:
 
 
 class Tokenizer:
-    """A fast tokenizer over a ``tokenizers.Tokenizer`` (``.backend``), with the reference's call API."""
+    """A fast tokenizer over a ``tokenizers.Tokenizer`` (``.backend``), with the reference's call API.
+
+    ``.backend`` is left with no padding and no truncation after every call; calls set their own
+    and reset both, so settings put on ``.backend`` directly do not survive a call.
+    """
 
     bos_token = _SpecialToken()
     eos_token = _SpecialToken()
@@ -491,20 +495,23 @@ class Tokenizer:
         """One Rust ``encode_batch`` call (parallel) with this call's padding/truncation, reset after."""
         backend = self.backend
         with self._lock:
+            # Set both explicitly: state someone put on .backend must not change this call.
             try:
-                if truncation is not None:
+                if truncation is None:
+                    backend.no_truncation()
+                else:
                     backend.enable_truncation(**truncation)
-                if padding is not None:
+                if padding is None:
+                    backend.no_padding()
+                else:
                     backend.enable_padding(**padding)
                 return backend.encode_batch(inputs, add_special_tokens=add_special_tokens,
                                             is_pretokenized=is_pretokenized)
             except TypeError as err:
                 raise ValueError(_bad_input_message(inputs)) from err
             finally:
-                if truncation is not None:
-                    backend.no_truncation()
-                if padding is not None:
-                    backend.no_padding()
+                backend.no_truncation()
+                backend.no_padding()
 
     @staticmethod
     def _encodings_to_dict(encodings: list, *, token_type_ids: bool, attention_mask: bool,

@@ -321,6 +321,10 @@ def test_backend_keeps_no_padding_or_truncation(minilm):
     ours(["a", "b c"], padding="max_length", truncation=True, max_length=32)
     assert ours.backend.padding is None and ours.backend.truncation is None
     assert len(ours.backend.encode_batch([LONG_TEXT])[0].ids) > 512
+    # Settings put on the backend by hand do not change a call that asks for none.
+    ours.backend.enable_truncation(5)
+    assert len(ours(LONG_TEXT)["input_ids"]) > 512
+    assert ours.backend.truncation is None
 
 
 def test_batch_encoding_to_device_and_attributes(minilm):
