@@ -1,6 +1,6 @@
 """DistilBERT × every head: parity with the reference, loading reports, batch invariance."""
 import torch
-from model_harness import ModelCase, build_reference, generic_tests, transformers
+from model_harness import ModelCase, generic_tests, transformers
 
 import autoload
 from autoload.models.distilbert import DistilBertConfig
@@ -41,8 +41,8 @@ def test_config_defaults_and_aliases_match_reference() -> None:
 def test_sinusoidal_positions_initialised_as_reference() -> None:
     """Fresh models and checkpoints lacking the table both get the reference's fixed table."""
     config = {**TINY, "sinusoidal_pos_embds": True}
-    expected = build_reference(CASES[0], "DistilBertModel", sinusoidal_pos_embds=True)
-    expected = expected.embeddings.position_embeddings.weight.detach()
+    reference = transformers.DistilBertModel(CASES[0].reference_config(sinusoidal_pos_embds=True))
+    expected = reference.embeddings.position_embeddings.weight.detach()
     fresh = autoload.AutoModel.from_config(DistilBertConfig(**config))
     table = fresh.embeddings.position_embeddings.weight
     torch.testing.assert_close(table, expected, atol=0, rtol=0)
