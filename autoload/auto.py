@@ -65,11 +65,12 @@ class _AutoModel:
     @classmethod
     def from_pretrained(cls, pretrained_model_name_or_path: str | os.PathLike, *model_args: Any, **kwargs: Any):
         config = kwargs.pop("config", None)
+        source = pretrained_model_name_or_path
         if config is None:
-            options = FetchOptions.pop_from(dict(kwargs))  # peek: the model loader pops them for itself
-            source = open_source(pretrained_model_name_or_path, options)
-            config = _config_from_dict(load_config_dict(source), os.fspath(pretrained_model_name_or_path))
-        return cls.model_class(config).from_pretrained(pretrained_model_name_or_path, *model_args, config=config, **kwargs)
+            # Opened once here; the model loader reuses the source (one download, one listing).
+            source = open_source(pretrained_model_name_or_path, FetchOptions.pop_from(kwargs))
+            config = _config_from_dict(load_config_dict(source), source.reference)
+        return cls.model_class(config).from_pretrained(source, *model_args, config=config, **kwargs)
 
 
 class AutoModel(_AutoModel):

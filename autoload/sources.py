@@ -188,8 +188,11 @@ def _storage_options(url: str, options: FetchOptions) -> dict[str, Any]:
     return storage
 
 
-def open_source(reference: str | os.PathLike, options: Optional[FetchOptions] = None) -> ModelSource:
-    """Resolve a directory, file, fsspec URL or model name into a :class:`ModelSource`."""
+def open_source(reference: "str | os.PathLike | ModelSource", options: Optional[FetchOptions] = None) -> ModelSource:
+    """Resolve a directory, file, fsspec URL or model name into a :class:`ModelSource`
+    (an already opened source is returned as it is)."""
+    if isinstance(reference, ModelSource):
+        return reference
     options = options or FetchOptions()
     ref = os.fspath(reference)
     if ref.startswith("file://"):
