@@ -22,6 +22,7 @@ class Classify(ModelStage):
     """
 
     auto_class = AutoModelForSequenceClassification
+    checkpoint_kind = "sequence-classification"
 
     def __init__(self, model: str, *, return_probs: bool = False, **kwargs: Any) -> None:
         self.return_probs = return_probs

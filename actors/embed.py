@@ -36,6 +36,8 @@ class Embed(ModelStage):
     """Adds ``embedding``: fixed_size_list<float32 | float16>[hidden size], null for bad rows."""
 
     auto_class = AutoModel
+    unused_weights = ("pooler.",)
+    checkpoint_kind = "encoder"
 
     def __init__(self, model: str, *, pooling: str = "mean", normalize: bool = False,
                  embedding_dtype: str = "float32", **kwargs: Any) -> None:

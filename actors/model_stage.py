@@ -33,6 +33,9 @@ class ModelStage:
     added and the token columns removed.  Build once per actor: ``__init__`` loads the model."""
 
     auto_class: ClassVar[Any]
+    # Weights the stage never uses, so a checkpoint may lack them (e.g. BERT's pooler for embeddings).
+    unused_weights: ClassVar[tuple[str, ...]] = ()
+    checkpoint_kind: ClassVar[str] = "model"
 
     def __init__(
         self,
@@ -56,9 +59,18 @@ class ModelStage:
         self.batch_size = batch_size
         self.max_batch_tokens = max_batch_tokens
         self.pad_token_id = pad_token_id
-        self.model = self.auto_class.from_pretrained(
-            model, torch_dtype=load_dtype(dtype, self.device), storage_options=storage_options or {}, cache_dir=cache_dir
-        ).to(self.device)
+        loaded, info = self.auto_class.from_pretrained(
+            model, torch_dtype=load_dtype(dtype, self.device), storage_options=storage_options or {}, cache_dir=cache_dir,
+            output_loading_info=True,
+        )
+        missing = [k for k in info["missing_keys"] if not k.startswith(self.unused_weights)]
+        if missing:
+            # Freshly initialised weights would produce confident nonsense for every row.
+            raise ValueError(
+                f"{model} has no trained weights for {', '.join(missing[:5])}{' ...' if len(missing) > 5 else ''}: "
+                f"it is not a {self.checkpoint_kind} checkpoint for {type(loaded).__name__}."
+            )
+        self.model = loaded.to(self.device)
         if expected_weights_digest is not None:
             digest = weights_digest(self.model.checkpoint_files)
             if digest != expected_weights_digest:
