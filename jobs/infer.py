@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import sys
 import time
 from datetime import datetime, timezone
@@ -74,6 +75,8 @@ def run_job(spec: JobSpec) -> dict[str, Any]:
         bad_row = _find(err, BadRowError)
         if bad_row is not None:
             raise bad_row from None
+        if isinstance(err, ray.exceptions.ActorDiedError) and err.actor_init_failed:
+            raise JobError(f"A pipeline actor failed to start: {_last_error_line(err)}") from err
         raise
     finished = time.perf_counter()
     manifest = _manifest(spec, model, work, stats, resources, started_at,
@@ -102,15 +105,23 @@ def _model_stage(spec: JobSpec, model: ResolvedModel, resources: pipeline.Resour
 
 
 def _find(err: BaseException, kind: type) -> Optional[BaseException]:
-    """The first exception of ``kind`` in ``err``'s cause chain (Ray wraps task errors)."""
+    """The innermost exception of ``kind`` in ``err``'s chain: a remote error arrives wrapped
+    (``RayTaskError(BadRowError)``, whose ``.cause`` is the original with a clean message)."""
+    found: Optional[BaseException] = None
     seen: set[int] = set()
     current: Optional[BaseException] = err
     while current is not None and id(current) not in seen:
         if isinstance(current, kind):
-            return current
+            found = current
         seen.add(id(current))
-        current = current.__cause__ or current.__context__
-    return None
+        current = getattr(current, "cause", None) or current.__cause__
+    return found
+
+
+def _last_error_line(err: BaseException) -> str:
+    """The original ``SomeError: message`` line of a remote traceback (Ray sends it as text)."""
+    lines = [line for line in str(err).splitlines() if re.match(r"^[\w.]+(Error|Exception): ", line)]
+    return lines[-1] if lines else str(err)
 
 
 def _manifest(spec: JobSpec, model: ResolvedModel, work: Any, stats: list[dict[str, Any]], resources: pipeline.Resources,

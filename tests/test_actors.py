@@ -1,6 +1,7 @@
 """The stage classes called directly on Arrow tables (no Ray), against the reference libraries."""
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -152,51 +153,20 @@ def test_pooling_modes(mode: str) -> None:
 
 
 # -- classify ------------------------------------------------------------------------------------
-LABELS = {0: "negative", 1: "neutral", 2: "positive"}
-
-
-@pytest.fixture(scope="session")
-def tiny_classifier(tmp_path_factory: pytest.TempPathFactory, minilm: str) -> Path:
-    """A tiny BertForSequenceClassification saved by the reference library, with MiniLM's tokenizer."""
-    from transformers import BertConfig, BertForSequenceClassification
-
-    torch.manual_seed(0)
-    directory = tmp_path_factory.mktemp("tiny-classifier")
-    # initializer_range 0.5: large random weights, so rows get different labels and scores.
-    config = BertConfig(vocab_size=30522, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
-                        intermediate_size=64, max_position_embeddings=128, initializer_range=0.5, id2label=LABELS,
-                        label2id={v: k for k, v in LABELS.items()})
-    BertForSequenceClassification(config).eval().save_pretrained(directory)
-    for name in ("tokenizer.json", "tokenizer_config.json", "vocab.txt", "special_tokens_map.json"):
-        (directory / name).write_bytes((Path(minilm) / name).read_bytes())
-    return directory
-
-
-def reference_predictions(model_dir: Path, texts: list[str], pairs: list[str] | None = None) -> tuple[list[int], np.ndarray]:
-    from transformers import AutoModelForSequenceClassification as ReferenceModel
-    from transformers import AutoTokenizer as ReferenceTokenizer
-
-    tokenizer = ReferenceTokenizer.from_pretrained(model_dir)
-    model = ReferenceModel.from_pretrained(model_dir).eval()
-    batch = tokenizer(texts, pairs, padding=True, truncation=True, max_length=128, return_tensors="pt")
-    with torch.no_grad():
-        probs = model(**batch).logits.softmax(-1).numpy()
-    return probs.argmax(1).tolist(), probs
-
-
-def test_classify_equals_the_reference_model(tiny_classifier: Path) -> None:
+def test_classify_equals_the_reference_model(tiny_classifier: Path, reference_predictions) -> None:
     model = str(tiny_classifier)
     out = Classify(model, return_probs=True, max_batch_tokens=40)(_tokenized(model, SENTENCES, max_length=128))
     label_ids, probs = reference_predictions(tiny_classifier, SENTENCES)
     assert out["label_id"].to_pylist() == label_ids
-    assert out["label"].to_pylist() == [LABELS[i] for i in label_ids]
+    id2label = json.loads((tiny_classifier / "config.json").read_text())["id2label"]
+    assert out["label"].to_pylist() == [id2label[str(i)] for i in label_ids]
     assert len(set(label_ids)) > 1
     np.testing.assert_allclose(out["score"].to_numpy(), probs.max(1), atol=1e-5)
     np.testing.assert_allclose(np.array(out["probs"].to_pylist()), probs, atol=1e-5)
     assert out["score"].type == pa.float32() and out["label_id"].type == pa.int32()
 
 
-def test_classify_pairs_equal_the_reference_model(tiny_classifier: Path) -> None:
+def test_classify_pairs_equal_the_reference_model(tiny_classifier: Path, reference_predictions) -> None:
     model = str(tiny_classifier)
     table = pa.table({"q": SENTENCES[:3], "a": SENTENCES[3:]})
     tokenized = Tokenize(model, text_column="q", text_pair_column="a", max_length=128)(table)
