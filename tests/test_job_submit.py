@@ -1,0 +1,125 @@
+"""`ray job submit` end to end: a local Ray head started by the test, the repository as the
+working directory, input and output on the suite's S3 server (credentials via env vars, as on
+a cluster), then the head is stopped — only that head, found by its own temp directory."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from conftest import REPO, free_ports, venv_bin
+
+pytestmark = pytest.mark.slow
+
+
+def _processes_using(marker: str) -> list[int]:
+    """Pids of the processes whose command line mentions ``marker`` (our head's temp dir)."""
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                if marker in (entry / "cmdline").read_bytes().decode(errors="replace"):
+                    pids.append(int(entry.name))
+            except OSError:
+                continue
+    return pids
+
+
+@pytest.fixture(scope="module")
+def ray_head() -> Iterator[tuple[str, dict[str, str]]]:
+    """A Ray head on 127.0.0.1 (free ports, its own temp dir); yields the job API URL and the env to use."""
+    # A short temp dir: Ray's unix socket paths must stay under ~107 characters.
+    temp_dir = tempfile.mkdtemp(prefix="rayh-", dir="/tmp")
+    gcs, dashboard, client, agent, agent_grpc, metrics, runtime_env = free_ports(7)
+    env = {
+        **os.environ,
+        "RAY_AUTH_MODE": "disabled",  # Ray 2.60 would otherwise demand a token from the CLI calls
+        "RAY_GRACEFUL_SHUTDOWN_DRAIN_TIMEOUT_S": "0",  # stop at once on SIGTERM instead of draining 30 s
+        # The job's entrypoint runs in the head's environment: `python` must be this venv's.
+        "PATH": f"{Path(venv_bin('ray')).parent}:{os.environ.get('PATH', '')}",
+    }
+    env.pop("RAY_ADDRESS", None)
+    command = [
+        venv_bin("ray"), "start", "--head", "--block", f"--temp-dir={temp_dir}", "--node-ip-address=127.0.0.1",
+        f"--port={gcs}", "--dashboard-host=127.0.0.1", f"--dashboard-port={dashboard}", f"--ray-client-server-port={client}",
+        f"--dashboard-agent-listen-port={agent}", f"--dashboard-agent-grpc-port={agent_grpc}",
+        f"--metrics-export-port={metrics}", f"--runtime-env-agent-port={runtime_env}",
+        "--num-cpus=2", "--disable-usage-stats",
+    ]
+    log = open(Path(temp_dir) / "head.log", "wb")
+    head = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT)
+    address = f"http://127.0.0.1:{dashboard}"
+    try:
+        _wait_for_job_api(address, head, Path(temp_dir) / "head.log")
+        yield address, env
+    finally:
+        head.send_signal(signal.SIGTERM)  # --block: the head stops every process it started
+        try:
+            head.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            head.kill()
+        deadline = time.monotonic() + 30
+        while _processes_using(temp_dir) and time.monotonic() < deadline:
+            time.sleep(0.5)
+        for pid in _processes_using(temp_dir):  # stragglers of this head only
+            os.kill(pid, signal.SIGKILL)
+        log.close()
+
+
+def _wait_for_job_api(address: str, head: subprocess.Popen, log: Path, timeout: float = 120) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if head.poll() is not None:
+            pytest.fail(f"ray start exited ({head.returncode}):\n{log.read_text()[-3000:]}")
+        try:
+            with urllib.request.urlopen(f"{address}/api/version", timeout=2) as answer:
+                if answer.status == 200:
+                    return
+        except OSError:
+            pass
+        time.sleep(0.5)
+    pytest.fail(f"the Ray head's job API did not answer on {address} within {timeout} s:\n{log.read_text()[-3000:]}")
+
+
+def test_ray_job_submit_end_to_end(ray_head, s3_server, minilm: str, tmp_path: Path) -> None:
+    address, env = ray_head
+    fs = s3_server.filesystem()
+    rows = [f"sentence number {n} about rivers and mountains" for n in range(60)]
+    for shard in range(3):
+        local = tmp_path / f"part-{shard}.parquet"
+        pq.write_table(pa.table({"text": rows[shard * 20:(shard + 1) * 20]}), local)
+        fs.put(str(local), f"{s3_server.bucket}/submit/in/part-{shard}.parquet")
+    submission = f"autoinfer-test-{os.getpid()}"
+    runtime_env = {"env_vars": s3_server.env}
+    submit = subprocess.run(
+        [venv_bin("ray"), "job", "submit", "--address", address, "--submission-id", submission,
+         "--working-dir", str(REPO), "--runtime-env-json", json.dumps(runtime_env), "--",
+         "python", "-m", "jobs.infer", "--model", minilm, "--input", f"s3://{s3_server.bucket}/submit/in/",
+         "--output", f"s3://{s3_server.bucket}/submit/out", "--actors", "2"],
+        env=env, capture_output=True, text=True, timeout=600,
+    )
+    status = subprocess.run([venv_bin("ray"), "job", "status", "--address", address, submission],
+                            env=env, capture_output=True, text=True, timeout=60)
+    assert f"Job '{submission}' succeeded" in status.stdout, submit.stdout[-5000:] + submit.stderr[-3000:] + status.stdout
+    assert "embed: 60 rows from 3 input file(s)" in submit.stdout
+
+    out = f"{s3_server.bucket}/submit/out"
+    assert fs.exists(f"{out}/_SUCCESS")
+    manifest = json.loads(fs.cat(f"{out}/_manifest.json"))
+    assert [s["outputs"] for s in manifest["shards"]] == [[f"part-{i}.parquet"] for i in range(3)]
+    with fs.open(f"{out}/part-2.parquet", "rb") as handle:
+        table = pq.read_table(handle)
+    assert table["id"].to_pylist() == [f"part-2.parquet#{n}" for n in range(20)]
+    norms = np.linalg.norm(np.array(table["embedding"].to_pylist()), axis=1)
+    np.testing.assert_allclose(norms, 1.0, atol=1e-5)  # normalised, as the model's modules.json asks
