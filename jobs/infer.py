@@ -47,11 +47,25 @@ def apply_demo_defaults(spec: JobSpec) -> JobSpec:
     return spec
 
 
+def absolute_paths(spec: JobSpec) -> JobSpec:
+    """Local paths made absolute: Ray workers need not share the driver's working directory."""
+    def absolute(path: str) -> str:
+        return path if "://" in path else str(Path(path).expanduser().resolve())
+
+    spec.input = [absolute(p) for p in spec.input]
+    spec.output = absolute(spec.output)
+    if spec.model and Path(spec.model).expanduser().exists():
+        spec.model = absolute(spec.model)
+    if spec.cache_dir:
+        spec.cache_dir = absolute(spec.cache_dir)
+    return spec
+
+
 def run_job(spec: JobSpec) -> dict[str, Any]:
     """Run a job to the end; return its manifest (which includes the summary)."""
     started_at = datetime.now(timezone.utc)
     started = time.perf_counter()
-    spec = apply_demo_defaults(spec)
+    spec = absolute_paths(apply_demo_defaults(spec))
     model = resolve(spec)
     columns = list(dict.fromkeys(c for c in [spec.text_column, spec.text_pair_column, spec.id_column, *spec.keep_columns] if c))
     work = plan(spec.input, columns, spec.max_rows_per_file, spec.storage_options)
