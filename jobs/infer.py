@@ -21,7 +21,7 @@ from actors.common import BadRowError
 from actors.embed import Embed
 from jobs import output, pipeline
 from jobs.model import ModelError, ResolvedModel, resolve
-from jobs.plan import InputError, plan
+from jobs.plan import InputError, Plan, plan
 from jobs.sample import write_sample_dataset
 from jobs.spec import DEMO_INPUT, DEMO_OUTPUT, JobSpec, SpecError, parse_spec
 
@@ -78,13 +78,9 @@ def run_job(spec: JobSpec) -> dict[str, Any]:
     previous = output.start(spec.output, spec.storage_options)
     stage_class, stage_kwargs = _model_stage(spec, model, resources)
     result_columns = EMBED_COLUMNS if spec.task == "embed" else CLASSIFY_COLUMNS + (["probs"] if spec.return_probs else [])
-    tokenizer_kwargs = {"model": model.reference, "text_column": spec.text_column, "text_pair_column": spec.text_pair_column,
-                        "max_length": model.max_length, "on_bad_row": spec.on_bad_row,
-                        "drop_columns": [c for c in (spec.text_column, spec.text_pair_column)
-                                         if c and c not in (spec.id_column, *spec.keep_columns)],
-                        "storage_options": spec.storage_options, "cache_dir": spec.cache_dir}
     try:
-        stats = pipeline.run(spec, work, stage_class, stage_kwargs, tokenizer_kwargs, result_columns, resources) if work.units else []
+        stats = pipeline.run(spec, work, stage_class, stage_kwargs, _tokenize_stage(spec, model), result_columns,
+                             resources) if work.units else []
     except Exception as err:
         bad_row = _find(err, BadRowError)
         if bad_row is not None:
@@ -105,6 +101,14 @@ def _connect(spec: JobSpec) -> None:
     if ray.is_initialized():
         return
     ray.init(address=spec.ray_address)
+
+
+def _tokenize_stage(spec: JobSpec, model: ResolvedModel) -> dict[str, Any]:
+    return {"model": model.reference, "text_column": spec.text_column, "text_pair_column": spec.text_pair_column,
+            "max_length": model.max_length, "on_bad_row": spec.on_bad_row,
+            "drop_columns": [c for c in (spec.text_column, spec.text_pair_column)
+                             if c and c not in (spec.id_column, *spec.keep_columns)],
+            "storage_options": spec.storage_options, "cache_dir": spec.cache_dir}
 
 
 def _model_stage(spec: JobSpec, model: ResolvedModel, resources: pipeline.Resources) -> tuple[type, dict[str, Any]]:
@@ -138,39 +142,43 @@ def _last_error_line(err: BaseException) -> str:
     return lines[-1] if lines else str(err)
 
 
-def _manifest(spec: JobSpec, model: ResolvedModel, work: Any, stats: list[dict[str, Any]], resources: pipeline.Resources,
+def _manifest(spec: JobSpec, model: ResolvedModel, work: Plan, stats: list[dict[str, Any]], resources: pipeline.Resources,
               started_at: datetime, phases: dict[str, float]) -> dict[str, Any]:
-    by_shard: dict[int, list[dict[str, Any]]] = {}
-    for row in stats:
-        by_shard.setdefault(work.units[row["unit"]].shard, []).append(row)
     missing = sorted({u.output for u in work.units} - {row["output"] for row in stats})
     if missing:
         raise JobError(f"internal error: no output was committed for {', '.join(missing[:5])}")
-    shards = []
-    for index, shard in enumerate(work.shards):
-        rows = by_shard.get(index, [])
-        shards.append({"input": shard.url, "name": shard.name, "rows": shard.num_rows,
-                       "tokens": sum(r["tokens"] for r in rows), "bad_rows": sum(r["bad_rows"] for r in rows),
-                       "outputs": [r["output"] for r in rows]})
-    stage_seconds = {stage: 0.0 for stage in pipeline.STAGES}
+    by_shard: dict[int, list[dict[str, Any]]] = {}
     for row in stats:
-        for stage, seconds in json.loads(row["seconds"]).items():
-            stage_seconds[stage] += seconds
-    rows_total = sum(r["rows"] for r in stats)
-    tokens = sum(r["tokens"] for r in stats)
-    padded = sum(r["padded_tokens"] for r in stats)
-    wall = phases["pipeline"]
-    summary = {
-        "rows": rows_total, "shards": len(work.shards), "files": len(stats), "tokens": tokens, "padded_tokens": padded,
-        "padding_ratio": 1 - tokens / padded if padded else 0.0, "bad_rows": sum(r["bad_rows"] for r in stats),
-        "rows_per_second": rows_total / wall if wall else 0.0, "tokens_per_second": tokens / wall if wall else 0.0,
-        "seconds": {**phases, "stages_busy": stage_seconds},
-    }
+        by_shard.setdefault(work.units[row["unit"]].shard, []).append(row)
+    shards = [{"input": shard.url, "name": shard.name, "rows": shard.num_rows,
+               "tokens": sum(r["tokens"] for r in by_shard.get(index, [])),
+               "bad_rows": sum(r["bad_rows"] for r in by_shard.get(index, [])),
+               "outputs": [r["output"] for r in by_shard.get(index, [])]}
+              for index, shard in enumerate(work.shards)]
+    summary = _summary(stats, len(work.shards), phases)
     return {
         "job": spec.to_dict(), "model": model.to_dict(), "resources": resources.to_dict(),
         "ray_version": ray.__version__, "started_at": started_at.isoformat(),
         "finished_at": datetime.now(timezone.utc).isoformat(), "shards": shards, "summary": summary,
         "errors": {"bad_rows": summary["bad_rows"], "examples": [e for r in stats for e in json.loads(r["errors"])][:20]},
+    }
+
+
+def _summary(stats: list[dict[str, Any]], shards: int, phases: dict[str, float]) -> dict[str, Any]:
+    """Totals and rates; rates are over the pipeline's wall time (Ray start-up excluded)."""
+    stage_seconds = {stage: 0.0 for stage in pipeline.STAGES}
+    for row in stats:
+        for stage, seconds in json.loads(row["seconds"]).items():
+            stage_seconds[stage] += seconds
+    rows = sum(r["rows"] for r in stats)
+    tokens = sum(r["tokens"] for r in stats)
+    padded = sum(r["padded_tokens"] for r in stats)
+    wall = phases["pipeline"]
+    return {
+        "rows": rows, "shards": shards, "files": len(stats), "tokens": tokens, "padded_tokens": padded,
+        "padding_ratio": 1 - tokens / padded if padded else 0.0, "bad_rows": sum(r["bad_rows"] for r in stats),
+        "rows_per_second": rows / wall if wall else 0.0, "tokens_per_second": tokens / wall if wall else 0.0,
+        "seconds": {**phases, "stages_busy": stage_seconds},
     }
 
 

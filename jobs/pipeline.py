@@ -53,19 +53,25 @@ class Resources:
 
 
 def plan_resources(spec: JobSpec, cluster: dict[str, float]) -> Resources:
-    """GPU actors when asked or when the cluster has GPUs now; on CPUs, actors leave about one
-    CPU to the read/tokenize/write tasks (an actor pool holding every CPU starves them)."""
+    """GPU actors when asked or when the cluster has GPUs now.  On CPUs the actors share all
+    but a reserve of the CPUs (an actor pool holding every CPU starves the tokenize and write
+    stages), and each runs as many torch threads as it holds CPUs, rounded up: Ray would give
+    an actor with <= 1 CPU a single thread.  Small machines get one actor using every core:
+    on 2 cores that beats two single-threaded actors."""
     total_cpus, total_gpus = float(cluster.get("CPU", 1)), float(cluster.get("GPU", 0))
+    small = total_cpus < 4
+    task_cpus = 0.25 if small else 1.0
     num_gpus = spec.num_gpus_per_actor if spec.num_gpus_per_actor is not None else (1.0 if total_gpus >= 1 else 0.0)
     if num_gpus > 0:
+        low, high = spec.actors or (1, max(1, int(total_gpus // num_gpus)))
         num_cpus = spec.cpus_per_actor or 1.0
-        most = max(1, int(total_gpus // num_gpus))
     else:
-        num_cpus = spec.cpus_per_actor or (0.5 if total_cpus < 4 else float(min(4, int(total_cpus) // 4)))
-        most = max(1, int((total_cpus - 1) // num_cpus))
-    low, high = spec.actors or (1, most)
+        budget = total_cpus - 2 * task_cpus  # room for a tokenize actor and a write task
+        per_actor = min(4, int(total_cpus) // 4)
+        low, high = spec.actors or (1, 1 if small else max(1, int(budget // per_actor)))
+        num_cpus = spec.cpus_per_actor or budget / high
     return Resources(num_gpus=num_gpus, num_cpus=num_cpus, threads=spec.threads_per_actor or max(1, math.ceil(num_cpus)),
-                     min_actors=low, max_actors=high, task_cpus=0.25 if total_cpus < 4 else 1.0,
+                     min_actors=low, max_actors=high, task_cpus=task_cpus,
                      # Tokenizing is tens of times cheaper than a forward: a few CPUs keep up with the model.
                      tokenize_actors=max(1, int(total_cpus) // 8))
 
@@ -152,12 +158,14 @@ def _write_unit(rows: pa.Table, output: str, storage_options: dict[str, Any], id
             pq.write_table(table, handle)
     seconds = {stage: float(pc.sum(rows[SECONDS + stage]).as_py() or 0.0) for stage in STAGES[:-1]}
     seconds["write"] = time.perf_counter() - started
-    errors = rows[ERROR].drop_null().to_pylist()[:_ERRORS_KEPT] if ERROR in rows.column_names else []
+    source = rows[SOURCE][0].as_py()
+    errors = ([f"{source} row {r}: {e}" for r, e in zip(row_index.tolist(), rows[ERROR].to_pylist()) if e][:_ERRORS_KEPT]
+              if ERROR in rows.column_names else [])
     return {
         "unit": int(rows[UNIT][0].as_py()), "output": relative, "rows": rows.num_rows,
         "tokens": int(pc.sum(rows[TOKENS]).as_py() or 0),
         "padded_tokens": int(pc.sum(rows[PADDED]).as_py() or 0),
-        "bad_rows": int((~valid).sum()), "errors": json.dumps([f"{rows[SOURCE][0].as_py()}: {e}" for e in errors]),
+        "bad_rows": int((~valid).sum()), "errors": json.dumps(errors),
         "seconds": json.dumps(seconds),
     }
 

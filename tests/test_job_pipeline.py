@@ -144,7 +144,7 @@ def test_bad_rows_flagged_and_counted(minilm: str, tmp_path: Path) -> None:
     assert b["error"][1].as_py().startswith("column 'text' is not valid UTF-8")
     assert manifest["summary"]["bad_rows"] == 2 and manifest["errors"]["bad_rows"] == 2
     assert {s["name"]: s["bad_rows"] for s in manifest["shards"]} == {"a.parquet": 1, "b.parquet": 1}
-    assert "a.parquet: column 'text' is null" in manifest["errors"]["examples"]
+    assert "a.parquet row 1: column 'text' is null" in manifest["errors"]["examples"]
 
 
 def test_a_model_without_the_task_head_fails_clearly(minilm: str, tmp_path: Path) -> None:

@@ -50,8 +50,9 @@ def test_units_follow_the_size_limit_and_read_exactly_their_rows(tmp_path: Path)
 
 
 @pytest.mark.parametrize("cluster, flags, expected", [
-    ({"CPU": 2}, {}, dict(num_gpus=0, num_cpus=0.5, threads=1, min_actors=1, max_actors=2)),
-    ({"CPU": 16}, {}, dict(num_gpus=0, num_cpus=4.0, threads=4, min_actors=1, max_actors=3)),
+    ({"CPU": 2}, {}, dict(num_gpus=0, num_cpus=1.5, threads=2, min_actors=1, max_actors=1)),
+    ({"CPU": 2}, {"actors": "2"}, dict(num_gpus=0, num_cpus=0.75, threads=1, min_actors=2, max_actors=2)),
+    ({"CPU": 16}, {}, dict(num_gpus=0, num_cpus=14 / 3, threads=5, min_actors=1, max_actors=3)),
     ({"CPU": 32, "GPU": 4}, {}, dict(num_gpus=1.0, num_cpus=1.0, min_actors=1, max_actors=4)),
     ({"CPU": 8}, {"num_gpus_per_actor": 1, "actors": "1,8"}, dict(num_gpus=1.0, min_actors=1, max_actors=8)),
 ])
