@@ -153,17 +153,18 @@ def test_a_model_without_the_task_head_fails_clearly(minilm: str, tmp_path: Path
         job("--task", "classify", "--model", minilm, "--input", str(tmp_path / "in"), "--output", str(tmp_path / "out"))
 
 
-def test_classification_job_equals_the_reference(tiny_classifier: Path, reference_predictions, tmp_path: Path) -> None:
+def test_classification_job_on_text_pairs_equals_the_reference(tiny_classifier: Path, reference_predictions,
+                                                                tmp_path: Path) -> None:
     texts = write_shards(tmp_path / "in", [12, 9])
     spec = tmp_path / "job.yaml"
     spec.write_text(f"task: classify\nmodel: {tiny_classifier}\ninput: {tmp_path / 'in'}\noutput: {tmp_path / 'out'}\n"
-                    "return_probs: true\nactors: 1\n")
+                    "text_pair_column: lang\nreturn_probs: true\nactors: 1\n")
     manifest = job("--spec", str(spec))
     assert manifest["model"]["model_class"] == "BertForSequenceClassification"
     assert manifest["model"]["labels"] == {0: "negative", 1: "neutral", 2: "positive"}
     for name, rows in texts.items():
         table = pq.read_table(tmp_path / "out" / name)
-        label_ids, probs = reference_predictions(tiny_classifier, rows)
+        label_ids, probs = reference_predictions(tiny_classifier, rows, ["en"] * len(rows))
         assert table.column_names == ["id", "label", "label_id", "score", "probs"]
         assert table["label_id"].to_pylist() == label_ids
         np.testing.assert_allclose(table["score"].to_numpy(), probs.max(1), atol=1e-5)
