@@ -70,6 +70,10 @@ def plan_resources(spec: JobSpec, cluster: dict[str, float]) -> Resources:
         per_actor = min(4, int(total_cpus) // 4)
         low, high = spec.actors or (1, 1 if small else max(1, int(budget // per_actor)))
         num_cpus = spec.cpus_per_actor or budget / high
+        if num_cpus * high > budget:
+            logger.warning("%d actors x %g CPUs leave less than %g of the %g CPUs to the tokenize and write stages: "
+                           "the job may stall waiting for CPUs; lower --actors or --cpus-per-actor",
+                           high, num_cpus, 2 * task_cpus, total_cpus)
     return Resources(num_gpus=num_gpus, num_cpus=num_cpus, threads=spec.threads_per_actor or max(1, math.ceil(num_cpus)),
                      min_actors=low, max_actors=high, task_cpus=task_cpus,
                      # Tokenizing is tens of times cheaper than a forward: a few CPUs keep up with the model.

@@ -74,7 +74,7 @@ def _redact(value: Any, key: str = "") -> Any:
     return value
 
 
-# name → (argparse kwargs, parser of a spec-file / flag value). Help texts are the documentation.
+# Parsers of a setting's value, from a flag (a string) or a spec file (any YAML value).
 def _csv(value: Any) -> list[str]:
     if isinstance(value, str):
         return [v.strip() for v in value.split(",") if v.strip()]
@@ -155,6 +155,7 @@ def _str(value: Any) -> str:
     return value
 
 
+# name → (argparse kwargs, value parser). The help texts are the settings' documentation.
 OPTIONS: dict[str, tuple[dict[str, Any], Any]] = {
     "task": ({"choices": TASKS, "help": "embed: sentence embeddings; classify: sequence-classification labels and scores (default: embed)"}, _choice(TASKS)),
     "model": ({"metavar": "REF", "help": "model directory, file or fsspec URL (s3://bucket/model/); default: the packaged all-MiniLM-L6-v2 (demo)"}, _str),
