@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import tempfile
@@ -75,6 +76,7 @@ def ray_head() -> Iterator[tuple[str, dict[str, str]]]:
         for pid in _processes_using(temp_dir):  # stragglers of this head only
             os.kill(pid, signal.SIGKILL)
         log.close()
+        shutil.rmtree(temp_dir, ignore_errors=True)
 
 
 def _wait_for_job_api(address: str, head: subprocess.Popen, log: Path, timeout: float = 120) -> None:
