@@ -53,7 +53,7 @@ class FetchOptions:
         """Take the fetch options out of a kwargs dict (the rest stays for the caller)."""
         cache_dir = kwargs.pop("cache_dir", None)
         return cls(
-            cache_dir=Path(cache_dir) if cache_dir else None,
+            cache_dir=cache_dir or None,
             force_download=bool(kwargs.pop("force_download", False)),
             resume_download=bool(kwargs.pop("resume_download", False) or False),
             proxies=kwargs.pop("proxies", None),
@@ -61,6 +61,10 @@ class FetchOptions:
             revision=kwargs.pop("revision", None),
             storage_options=dict(kwargs.pop("storage_options", None) or {}),
         )
+
+    def __post_init__(self) -> None:
+        if self.cache_dir is not None:
+            self.cache_dir = Path(self.cache_dir)
 
     @property
     def cache_root(self) -> Path:
@@ -122,22 +126,47 @@ class RemoteSource(ModelSource):
     def has(self, filename: str) -> bool:
         if (self.cache / filename).is_file() and not self.options.force_download:
             return True
+        if "/" in filename:  # nested (1_Pooling/config.json): not in the top-level listing
+            return self.fs.isfile(f"{self.remote_dir}/{filename}")
         return filename in self._names()
 
     def fetch(self, filename: str) -> Path:
+        """The cached copy, downloaded first if missing, forced, or changed on the remote side."""
         target = self.cache / filename
-        if target.is_file() and not self.options.force_download:
+        remote = f"{self.remote_dir}/{filename}"
+        version = self._remote_version(remote) if target.is_file() else None
+        if self._is_current(target, version):
             return target
         target.parent.mkdir(parents=True, exist_ok=True)
         with FileLock(str(target) + ".lock"):
             # Another process may have finished the download while we waited for the lock.
-            if target.is_file() and not self.options.force_download:
+            if self._is_current(target, version):
                 return target
-            remote = f"{self.remote_dir}/{filename}"
             if not self.fs.isfile(remote):
                 raise FileNotFoundError(f"{filename} not found in {self.reference} (looked for {remote})")
             self._download(remote, target)
+            _version_file(target).write_text(self._remote_version(remote) or "")
         return target
+
+    def _is_current(self, target: Path, version: Optional[str]) -> bool:
+        if not target.is_file() or self.options.force_download:
+            return False
+        if self.options.local_files_only or version is None:
+            return True  # offline, or the remote cannot tell: the cached copy stands
+        recorded = _version_file(target)
+        return recorded.is_file() and recorded.read_text() == version
+
+    def _remote_version(self, remote: str) -> Optional[str]:
+        """ETag / modification time and size of the remote object; None when unreachable."""
+        if self.options.local_files_only:
+            return None
+        try:
+            info = self.fs.info(remote)
+        except Exception as err:  # unreachable storage: fall back to the cache, say so
+            logger.warning("can't check %s against the remote copy (%s); using the cached file", remote, err)
+            return None
+        stamp = next((info[k] for k in ("ETag", "etag", "mtime", "LastModified", "created") if info.get(k)), "")
+        return f"{stamp}:{info.get('size')}"
 
     def _download(self, remote: str, target: Path) -> None:
         partial = target.with_name(target.name + ".incomplete")
@@ -148,6 +177,10 @@ class RemoteSource(ModelSource):
                 src.seek(offset)
             shutil.copyfileobj(src, dst, _CHUNK)
         os.replace(partial, target)
+
+
+def _version_file(target: Path) -> Path:
+    return target.with_name(target.name + ".version")
 
 
 # A resolver takes (name, options) and returns a ModelSource or None.  The hub fetcher of a

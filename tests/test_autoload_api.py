@@ -169,7 +169,7 @@ def memory_model(bert_dir):
 def test_remote_url_is_cached_once(memory_model, bert_dir, tmp_path):
     cache = tmp_path / "cache"
     model = AutoModel.from_pretrained(memory_model, cache_dir=cache)
-    cached = sorted(p.name for p in cache.rglob("*") if p.is_file() and not p.name.endswith(".lock"))
+    cached = sorted(p.name for p in cache.rglob("*") if p.is_file() and p.suffix not in (".lock", ".version"))
     assert cached == ["config.json", "model.safetensors"]
     reference = AutoModel.from_pretrained(bert_dir)
     for a, b in zip(model.state_dict().values(), reference.state_dict().values()):
@@ -179,6 +179,23 @@ def test_remote_url_is_cached_once(memory_model, bert_dir, tmp_path):
     AutoModel.from_pretrained(memory_model, cache_dir=cache)
     with pytest.raises(OSError, match="No model weights found in memory://models/tiny"):
         AutoModel.from_pretrained(memory_model, cache_dir=cache, force_download=True)
+
+
+def test_changed_remote_file_is_fetched_again_and_nested_files_resolve(memory_model, tmp_path):
+    from autoload.sources import FetchOptions, open_source
+
+    cache = str(tmp_path / "cache")  # a plain string works as in the reference API
+    assert AutoConfig.from_pretrained(memory_model, cache_dir=cache).hidden_dropout_prob == 0.1
+    fs = fsspec.filesystem("memory")
+    config = json.loads(fs.cat("/models/tiny/config.json"))
+    config["hidden_dropout_prob"] = 0.25
+    fs.pipe("/models/tiny/config.json", json.dumps(config, indent=4).encode())
+    assert AutoConfig.from_pretrained(memory_model, cache_dir=cache).hidden_dropout_prob == 0.25
+
+    fs.pipe("/models/tiny/1_Pooling/config.json", b'{"pooling_mode_mean_tokens": true}')
+    source = open_source(memory_model, FetchOptions(cache_dir=cache))
+    assert source.has("1_Pooling/config.json") and not source.has("2_Dense/config.json")
+    assert json.loads(source.fetch("1_Pooling/config.json").read_text()) == {"pooling_mode_mean_tokens": True}
 
 
 def test_resume_download_appends_to_partial_file(memory_model, bert_dir, tmp_path):
