@@ -12,14 +12,18 @@ from ..modeling import (
     BaseModelOutputWithPooling,
     CausalLMOutput,
     MaskedLMOutput,
+    FusedQKV,
     ModelOutput,
     PreTrainedModel,
     QuestionAnsweringModelOutput,
+    Segments,
     SequenceClassifierOutput,
     TokenClassifierOutput,
     activation,
     attention,
+    check_flat_inputs,
     padding_mask,
+    varlen_attention,
 )
 from .. import registry
 
@@ -77,7 +81,7 @@ class BertEmbeddings(nn.Module):
         return self.dropout(self.LayerNorm(embeddings))
 
 
-class BertSelfAttention(nn.Module):
+class BertSelfAttention(FusedQKV, nn.Module):
     def __init__(self, config: BertConfig):
         super().__init__()
         if config.hidden_size % config.num_attention_heads:
@@ -95,11 +99,14 @@ class BertSelfAttention(nn.Module):
         return x.view(batch, length, self.num_heads, self.head_dim).transpose(1, 2)  # (B, nH, T, d)
 
     def forward(self, hidden: torch.Tensor, mask: torch.Tensor, need_weights: bool):
-        q, k, v = self._heads(self.query(hidden)), self._heads(self.key(hidden)), self._heads(self.value(hidden))
+        q, k, v = (self._heads(x) for x in self.qkv(hidden).chunk(3, dim=-1))
         context, probs = attention(q, k, v, mask, causal=self.causal, need_weights=need_weights,
                                    dropout_p=self.dropout_p if self.training else 0.0)
         batch, _, length, _ = context.shape
         return context.transpose(1, 2).reshape(batch, length, -1), probs  # (B, T, H)
+
+    def forward_flat(self, hidden: torch.Tensor, segments: Segments) -> torch.Tensor:
+        return varlen_attention(self.qkv(hidden), segments, self.num_heads, causal=self.causal)  # (N, H)
 
 
 class BertSelfOutput(nn.Module):
@@ -122,6 +129,9 @@ class BertAttention(nn.Module):
     def forward(self, hidden: torch.Tensor, mask: torch.Tensor, need_weights: bool):
         context, probs = self.self(hidden, mask, need_weights)
         return self.output(context, hidden), probs
+
+    def forward_flat(self, hidden: torch.Tensor, segments: Segments) -> torch.Tensor:
+        return self.output(self.self.forward_flat(hidden, segments), hidden)  # (N, H)
 
 
 class BertIntermediate(nn.Module):
@@ -158,6 +168,10 @@ class BertLayer(nn.Module):
         hidden, probs = self.attention(hidden, mask, need_weights)
         return self.output(self.intermediate(hidden), hidden), probs
 
+    def forward_flat(self, hidden: torch.Tensor, segments: Segments) -> torch.Tensor:
+        hidden = self.attention.forward_flat(hidden, segments)
+        return self.output(self.intermediate(hidden), hidden)  # (N, H)
+
 
 class BertEncoder(nn.Module):
     def __init__(self, config: BertConfig):
@@ -175,6 +189,11 @@ class BertEncoder(nn.Module):
                 all_probs.append(probs)
         return hidden, _tuple(all_hidden), _tuple(all_probs)
 
+    def forward_flat(self, hidden: torch.Tensor, segments: Segments) -> torch.Tensor:
+        for layer in self.layer:
+            hidden = layer.forward_flat(hidden, segments)
+        return hidden  # (N, H)
+
 
 def _tuple(items: Optional[list]) -> Optional[tuple]:
     return tuple(items) if items is not None else None
@@ -186,7 +205,11 @@ class BertPooler(nn.Module):
         self.dense = nn.Linear(config.hidden_size, config.hidden_size)
 
     def forward(self, hidden: torch.Tensor) -> torch.Tensor:
-        return torch.tanh(self.dense(hidden[:, 0]))  # first token: (B, H)
+        return self.pool_first(hidden[:, 0])
+
+    def pool_first(self, first: torch.Tensor) -> torch.Tensor:
+        """(B, H) first-token states → (B, H) pooled."""
+        return torch.tanh(self.dense(first))
 
 
 class BertPreTrainedModel(PreTrainedModel):
@@ -231,6 +254,15 @@ class BertModel(BertPreTrainedModel):
         )
         pooled = self.pooler(hidden) if self.pooler is not None else None
         return BaseModelOutputWithPooling(hidden, pooled, all_hidden, all_probs)
+
+    def forward_flat(self, input_ids: torch.Tensor, segments: Segments,
+                     token_type_ids: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """Unpadded inference: (N,) token ids of ``segments``' sequences back to back → (N, H)
+        last hidden states.  Linear layers and LayerNorms see only real tokens."""
+        check_flat_inputs(self, input_ids, segments)
+        hidden = self.embeddings(input_ids[None], None if token_type_ids is None else token_type_ids[None],
+                                 segments.positions[None], None)[0]  # (N, H)
+        return self.encoder.forward_flat(hidden, segments)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -338,6 +370,12 @@ class BertForSequenceClassification(BertPreTrainedModel):
         out = self.bert(input_ids, attention_mask, token_type_ids, position_ids, **kwargs)
         logits = self.classifier(self.dropout(out.pooler_output))  # (B, num_labels)
         return SequenceClassifierOutput(logits, out.hidden_states, out.attentions)
+
+    def forward_flat(self, input_ids: torch.Tensor, segments: Segments,
+                     token_type_ids: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """Unpadded inference: (N,) token ids → (B, num_labels) logits."""
+        hidden = self.bert.forward_flat(input_ids, segments, token_type_ids)  # (N, H)
+        return self.classifier(self.dropout(self.bert.pooler.pool_first(hidden.index_select(0, segments.first))))
 
 
 class BertForTokenClassification(BertPreTrainedModel):

@@ -10,14 +10,18 @@ from torch import nn
 from ..configuration import PretrainedConfig
 from ..modeling import (
     BaseModelOutput,
+    FusedQKV,
     MaskedLMOutput,
     PreTrainedModel,
     QuestionAnsweringModelOutput,
+    Segments,
     SequenceClassifierOutput,
     TokenClassifierOutput,
     activation,
     attention,
+    check_flat_inputs,
     padding_mask,
+    varlen_attention,
 )
 from .. import registry
 
@@ -99,7 +103,9 @@ class DistilBertEmbeddings(nn.Module):
         return self.dropout(self.LayerNorm(inputs_embeds + self.position_embeddings(position_ids)))
 
 
-class DistilBertSelfAttention(nn.Module):
+class DistilBertSelfAttention(FusedQKV, nn.Module):
+    qkv_names = ("q_lin", "k_lin", "v_lin")
+
     def __init__(self, config: DistilBertConfig):
         super().__init__()
         if config.dim % config.n_heads:
@@ -117,11 +123,14 @@ class DistilBertSelfAttention(nn.Module):
         return x.view(batch, length, self.num_heads, self.head_dim).transpose(1, 2)  # (B, nH, T, d)
 
     def forward(self, hidden: torch.Tensor, mask: torch.Tensor, need_weights: bool):
-        q, k, v = self._heads(self.q_lin(hidden)), self._heads(self.k_lin(hidden)), self._heads(self.v_lin(hidden))
+        q, k, v = (self._heads(x) for x in self.qkv(hidden).chunk(3, dim=-1))
         context, probs = attention(q, k, v, mask, need_weights=need_weights,
                                    dropout_p=self.dropout_p if self.training else 0.0)
         batch, _, length, _ = context.shape
         return self.out_lin(context.transpose(1, 2).reshape(batch, length, -1)), probs  # (B, T, D)
+
+    def forward_flat(self, hidden: torch.Tensor, segments: Segments) -> torch.Tensor:
+        return self.out_lin(varlen_attention(self.qkv(hidden), segments, self.num_heads))  # (N, D)
 
 
 class DistilBertFFN(nn.Module):
@@ -151,6 +160,10 @@ class DistilBertBlock(nn.Module):
         hidden = self.sa_layer_norm(attended + hidden)
         return self.output_layer_norm(self.ffn(hidden) + hidden), probs
 
+    def forward_flat(self, hidden: torch.Tensor, segments: Segments) -> torch.Tensor:
+        hidden = self.sa_layer_norm(self.attention.forward_flat(hidden, segments) + hidden)
+        return self.output_layer_norm(self.ffn(hidden) + hidden)  # (N, D)
+
 
 class DistilBertTransformer(nn.Module):
     def __init__(self, config: DistilBertConfig):
@@ -167,6 +180,11 @@ class DistilBertTransformer(nn.Module):
             if output_attentions:
                 all_probs.append(probs)
         return hidden, _tuple(all_hidden), _tuple(all_probs)
+
+    def forward_flat(self, hidden: torch.Tensor, segments: Segments) -> torch.Tensor:
+        for layer in self.layer:
+            hidden = layer.forward_flat(hidden, segments)
+        return hidden  # (N, D)
 
 
 def _tuple(items: Optional[list]) -> Optional[tuple]:
@@ -217,6 +235,12 @@ class DistilBertModel(DistilBertPreTrainedModel):
         )
         return BaseModelOutput(hidden, all_hidden, all_probs)
 
+    def forward_flat(self, input_ids: torch.Tensor, segments: Segments) -> torch.Tensor:
+        """Unpadded inference: (N,) token ids of ``segments``' sequences back to back → (N, D)."""
+        check_flat_inputs(self, input_ids, segments)
+        hidden = self.embeddings(input_ids[None], segments.positions[None], None)[0]  # (N, D)
+        return self.transformer.forward_flat(hidden, segments)
+
 
 # ---------------------------------------------------------------------------------------------
 # Heads
@@ -251,9 +275,17 @@ class DistilBertForSequenceClassification(DistilBertPreTrainedModel):
                 **kwargs: Any) -> SequenceClassifierOutput:
         out = self.distilbert(input_ids, attention_mask, **kwargs)
         # No pooler in DistilBERT: the head pools the first token itself.
-        pooled = F.relu(self.pre_classifier(out.last_hidden_state[:, 0]))  # (B, D)
-        logits = self.classifier(self.dropout(pooled))  # (B, num_labels)
+        logits = self._classify_first(out.last_hidden_state[:, 0])
         return SequenceClassifierOutput(logits, out.hidden_states, out.attentions)
+
+    def forward_flat(self, input_ids: torch.Tensor, segments: Segments) -> torch.Tensor:
+        """Unpadded inference: (N,) token ids → (B, num_labels) logits."""
+        hidden = self.distilbert.forward_flat(input_ids, segments)  # (N, D)
+        return self._classify_first(hidden.index_select(0, segments.first))
+
+    def _classify_first(self, first: torch.Tensor) -> torch.Tensor:
+        """(B, D) first-token states → (B, num_labels) logits."""
+        return self.classifier(self.dropout(F.relu(self.pre_classifier(first))))
 
 
 class DistilBertForTokenClassification(DistilBertPreTrainedModel):

@@ -20,9 +20,11 @@ from ..modeling import (
     ModelOutput,
     PreTrainedModel,
     QuestionAnsweringModelOutput,
+    Segments,
     SequenceClassifierOutput,
     TokenClassifierOutput,
     activation,
+    check_flat_inputs,
     padding_mask,
 )
 from .. import registry
@@ -130,6 +132,16 @@ class ElectraModel(ElectraPreTrainedModel):
             self.config.output_attentions if output_attentions is None else output_attentions,
         )
         return BaseModelOutput(hidden, all_hidden, all_probs)
+
+    def forward_flat(self, input_ids: torch.Tensor, segments: Segments,
+                     token_type_ids: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """Unpadded inference: (N,) token ids of ``segments``' sequences back to back → (N, H)."""
+        check_flat_inputs(self, input_ids, segments)
+        hidden = self.embeddings(input_ids[None], None if token_type_ids is None else token_type_ids[None],
+                                 segments.positions[None], None)[0]  # (N, E)
+        if hasattr(self, "embeddings_project"):
+            hidden = self.embeddings_project(hidden)  # (N, H)
+        return self.encoder.forward_flat(hidden, segments)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -255,6 +267,12 @@ class ElectraForSequenceClassification(ElectraPreTrainedModel):
     ) -> SequenceClassifierOutput:
         out = self.electra(input_ids, attention_mask, token_type_ids, position_ids, **kwargs)
         return SequenceClassifierOutput(self.classifier(out.last_hidden_state), out.hidden_states, out.attentions)
+
+    def forward_flat(self, input_ids: torch.Tensor, segments: Segments,
+                     token_type_ids: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """Unpadded inference: (N,) token ids → (B, num_labels) logits."""
+        hidden = self.electra.forward_flat(input_ids, segments, token_type_ids)  # (N, H)
+        return self.classifier(hidden.index_select(0, segments.first)[:, None])  # head reads [:, 0]
 
 
 class ElectraForTokenClassification(ElectraPreTrainedModel):

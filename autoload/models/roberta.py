@@ -20,8 +20,10 @@ from ..modeling import (
     MaskedLMOutput,
     PreTrainedModel,
     QuestionAnsweringModelOutput,
+    Segments,
     SequenceClassifierOutput,
     TokenClassifierOutput,
+    check_flat_inputs,
     padding_mask,
 )
 from .. import registry
@@ -141,6 +143,19 @@ class RobertaModel(RobertaPreTrainedModel):
         pooled = self.pooler(hidden) if self.pooler is not None else None
         return BaseModelOutputWithPooling(hidden, pooled, all_hidden, all_probs)
 
+    def forward_flat(self, input_ids: torch.Tensor, segments: Segments,
+                     token_type_ids: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """Unpadded inference: (N,) token ids of ``segments``' sequences back to back → (N, H).
+
+        Every flat token is real, so positions count from ``pad_token_id + 1`` as in the padded
+        path (which would number a pad id inside a sequence as padding; real inputs have none).
+        """
+        check_flat_inputs(self, input_ids, segments)
+        positions = segments.positions + self.embeddings.padding_idx + 1  # (N,)
+        hidden = self.embeddings(input_ids[None], None if token_type_ids is None else token_type_ids[None],
+                                 positions[None], None)[0]  # (N, H)
+        return self.encoder.forward_flat(hidden, segments)
+
 
 # ---------------------------------------------------------------------------------------------
 # Heads
@@ -213,6 +228,12 @@ class RobertaForSequenceClassification(RobertaPreTrainedModel):
     def forward(self, input_ids=None, attention_mask=None, token_type_ids=None, position_ids=None, **kwargs):
         out = self.roberta(input_ids, attention_mask, token_type_ids, position_ids, **kwargs)
         return SequenceClassifierOutput(self.classifier(out.last_hidden_state), out.hidden_states, out.attentions)
+
+    def forward_flat(self, input_ids: torch.Tensor, segments: Segments,
+                     token_type_ids: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """Unpadded inference: (N,) token ids → (B, num_labels) logits."""
+        hidden = self.roberta.forward_flat(input_ids, segments, token_type_ids)  # (N, H)
+        return self.classifier(hidden.index_select(0, segments.first)[:, None])  # head reads [:, 0]
 
 
 class RobertaForTokenClassification(RobertaPreTrainedModel):
