@@ -5,8 +5,15 @@ the stages add theirs (token ids, timings), and the sink drops them all before w
 """
 from __future__ import annotations
 
+import logging
+import os
+import time
+from pathlib import Path
+
 import numpy as np
 import pyarrow as pa
+
+logger = logging.getLogger(__name__)
 
 # Added by the reader: which work unit / source shard / row a row is.
 UNIT = "__unit"
@@ -22,6 +29,8 @@ PADDED = "__padded"
 SECONDS = "__seconds_"
 # Why a row has no output, when the bad-row policy is "flag" (a user-visible column).
 ERROR = "error"
+# Whether a row's text was cut to the model's maximum length (a user-visible column).
+TRUNCATED = "truncated"
 
 BAD_ROW_POLICIES = ("error", "flag")
 POOLINGS = ("mean", "cls", "last", "max")
@@ -82,3 +91,27 @@ def fixed_size_list(values: np.ndarray, valid: np.ndarray, value_type: pa.DataTy
     flat = pa.array(np.ascontiguousarray(values).reshape(-1), type=value_type)
     mask = None if valid.all() else pa.array(~valid)
     return pa.FixedSizeListArray.from_arrays(flat, values.shape[1], mask=mask)
+
+# Test hook for the fault-tolerance tests, inert unless the variable names a directory.  A file
+# ``<dir>/<stage>`` makes the first process of that stage to find it delete it and die at once
+# (``os._exit``, as a killed or preempted worker would), so exactly one process dies per file;
+# ``<dir>/<stage>.delay`` holds seconds every batch of the stage waits (to catch a job mid-run).
+FAULTS_ENV = "AUTOINFER_TEST_FAULTS"
+
+
+def injected_faults(stage: str) -> None:
+    directory = os.environ.get(FAULTS_ENV)
+    if not directory:
+        return
+    trigger = Path(directory) / stage
+    try:
+        trigger.unlink()  # atomic: only one process wins, whatever the number of actors
+    except FileNotFoundError:
+        pass
+    else:
+        logger.warning("test fault injection: the %s process %d exits now", stage, os.getpid())
+        trigger.with_name(stage + ".fired").write_text(str(os.getpid()))
+        os._exit(1)
+    delay = trigger.with_name(stage + ".delay")
+    if delay.is_file():
+        time.sleep(float(delay.read_text()))

@@ -15,7 +15,7 @@ import torch
 
 from autoload.checkpoint import weights_digest
 
-from .common import DTYPES, INPUT_IDS, PADDED, SECONDS, TOKEN_TYPE_IDS, TOKENS, micro_batches, pad_rows, seconds_column, valid_rows
+from .common import DTYPES, INPUT_IDS, PADDED, SECONDS, TOKEN_TYPE_IDS, TOKENS, injected_faults, micro_batches, pad_rows, seconds_column, valid_rows
 
 logger = logging.getLogger(__name__)
 
@@ -96,6 +96,7 @@ class ModelStage:
 
     # -- the stage ------------------------------------------------------------------------
     def __call__(self, table: pa.Table) -> pa.Table:
+        injected_faults("model")
         started = time.perf_counter()
         valid = valid_rows(table)
         rows = np.flatnonzero(valid)
