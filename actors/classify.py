@@ -8,6 +8,7 @@ import pyarrow as pa
 import torch
 
 from autoload import AutoModelForSequenceClassification
+from autoload.modeling import Segments
 
 from .common import fixed_size_list
 from .model_stage import ModelStage
@@ -37,7 +38,13 @@ class Classify(ModelStage):
         return int(self.model.config.num_labels)
 
     def forward(self, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
-        logits = self.model(**inputs).logits.float()  # (B, num_labels)
+        return self._scores(self.model(**inputs).logits.float())
+
+    def forward_flat(self, input_ids: torch.Tensor, segments: Segments, **inputs: torch.Tensor) -> torch.Tensor:
+        return self._scores(self.model.forward_flat(input_ids, segments, **inputs).float())
+
+    def _scores(self, logits: torch.Tensor) -> torch.Tensor:
+        """(B, num_labels) logits → probabilities (or the raw value for regression)."""
         if self.regression:
             return logits
         return logits.sigmoid() if self.multi_label else logits.softmax(-1)

@@ -54,6 +54,12 @@ def valid_rows(table: pa.Table) -> np.ndarray:
     return table[ERROR].is_null().to_numpy(zero_copy_only=False)
 
 
+def group_size(longest: int, max_tokens: int, max_rows: int) -> int:
+    """Rows in a forward whose longest row has ``longest`` tokens: at most ``max_rows`` rows
+    and ``max_tokens`` padded tokens, and always at least one row."""
+    return max(1, min(max_rows, max_tokens // max(longest, 1)))
+
+
 def micro_batches(lengths: np.ndarray, max_tokens: int, max_rows: int) -> list[np.ndarray]:
     """Row indices grouped into forwards, longest rows first.
 
@@ -65,8 +71,7 @@ def micro_batches(lengths: np.ndarray, max_tokens: int, max_rows: int) -> list[n
     groups: list[np.ndarray] = []
     start = 0
     while start < len(order):
-        longest = max(int(lengths[order[start]]), 1)  # sorted descending: the first is the longest
-        rows = max(1, min(max_rows, max_tokens // longest))
+        rows = group_size(int(lengths[order[start]]), max_tokens, max_rows)  # sorted: the first is the longest
         groups.append(order[start:start + rows])
         start += rows
     return groups
@@ -84,6 +89,17 @@ def pad_rows(ids: pa.ListArray, rows: np.ndarray, pad_id: int) -> tuple[np.ndarr
         padded[i, :stop - start] = values[start:stop]
         mask[i, :stop - start] = 1
     return padded, mask
+
+
+def flat_rows(ids: pa.ListArray, rows: np.ndarray) -> np.ndarray:
+    """Rows of a list<int> column back to back, in the order of ``rows``: (N,) int32 values."""
+    offsets = ids.offsets.to_numpy()
+    starts = offsets[rows]
+    lengths = offsets[rows + 1] - starts
+    out_starts = np.cumsum(lengths) - lengths
+    # Token j of the output comes from starts[row] + (j - out_starts[row]).
+    index = np.arange(int(lengths.sum())) + np.repeat(starts - out_starts, lengths)
+    return ids.values.to_numpy()[index].astype(np.int32, copy=False)
 
 
 def fixed_size_list(values: np.ndarray, valid: np.ndarray, value_type: pa.DataType) -> pa.FixedSizeListArray:

@@ -9,6 +9,7 @@ import torch
 import torch.nn.functional as F
 
 from autoload import AutoModel
+from autoload.modeling import Segments, pool_segments
 
 from .common import POOLINGS, fixed_size_list
 from .model_stage import ModelStage
@@ -56,7 +57,14 @@ class Embed(ModelStage):
 
     def forward(self, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
         hidden = self.model(**inputs).last_hidden_state.float()  # (B, T, H); pool in float32
-        pooled = pool(hidden, inputs["attention_mask"], self.pooling)  # (B, H)
+        return self._finish(pool(hidden, inputs["attention_mask"], self.pooling))
+
+    def forward_flat(self, input_ids: torch.Tensor, segments: Segments, **inputs: torch.Tensor) -> torch.Tensor:
+        hidden = self.model.forward_flat(input_ids, segments, **inputs).float()  # (N, H); pool in float32
+        return self._finish(pool_segments(hidden, segments, self.pooling))
+
+    def _finish(self, pooled: torch.Tensor) -> torch.Tensor:
+        """(B, H) pooled → (B, H) output, L2-normalised if asked."""
         return F.normalize(pooled, p=2, dim=1) if self.normalize else pooled
 
     def columns(self, outputs: np.ndarray, valid: np.ndarray) -> dict[str, pa.Array]:

@@ -170,7 +170,7 @@ OPTIONS: dict[str, tuple[dict[str, Any], Any]] = {
     "embedding_dtype": ({"choices": EMBEDDING_DTYPES, "help": "embed: value type of the embedding column (default: float32)"}, _choice(EMBEDDING_DTYPES)),
     "return_probs": ({"action": argparse.BooleanOptionalAction, "help": "classify: also write 'probs', every label's probability"}, _bool),
     "max_length": ({"metavar": "N", "help": "truncate inputs to N tokens; default: the model's limit (sentence_bert_config.json max_seq_length, else the tokenizer's / position table's)"}, _positive(int)),
-    "dtype": ({"choices": DTYPES, "help": "model weights' dtype; auto = float32 on CPU, the checkpoint's dtype on GPU (default: auto)"}, _choice(DTYPES)),
+    "dtype": ({"choices": DTYPES, "help": "model weights' dtype; auto = float16 on GPU, float32 on CPU (default: auto)"}, _choice(DTYPES)),
     "batch_size": ({"metavar": "N", "help": "most rows in one model forward (default: 128)"}, _positive(int)),
     "max_batch_tokens": ({"metavar": "N", "help": "most padded tokens in one model forward; rows are sorted by length and cut by this budget (default: 16384)"}, _positive(int)),
     "num_gpus_per_actor": ({"metavar": "G", "help": "GPUs per model actor; default: 1 when the cluster has GPUs now, else 0 (CPU). Set 1 on autoscaling clusters that start without GPU nodes"}, _non_negative_float),
