@@ -5,6 +5,8 @@ index) through ``torch.load(weights_only=True)``, which refuses pickles that car
 Loading: global and per-model rename rules, base-prefix add/strip, shape checks, strict
 ``load_state_dict(assign=True)``, fresh initialisation of the weights reported missing, and
 tied weights.  Per-model deviations are data on the model class (see ``PreTrainedModel``).
+:func:`verify_checkpoint` runs the same checks on names and shapes alone, without reading
+any tensor data: a cheap way to reject a bad checkpoint before anything loads it.
 """
 from __future__ import annotations
 
@@ -17,7 +19,7 @@ from pathlib import Path
 from typing import Iterable
 
 import torch
-from safetensors import SafetensorError
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file as load_safetensors
 from torch import nn
 
@@ -64,16 +66,18 @@ def _shards(source: ModelSource, index_path: Path) -> list[Path]:
     return [source.fetch(name) for name in sorted(set(weight_map.values()))]
 
 
+def _corrupt_safetensors(path: Path, err: Exception) -> CheckpointError:
+    return CheckpointError(f"Can't read weights from {path}: the safetensors file is corrupt or truncated ({err}). "
+                           "Re-download or re-export it.")
+
+
 def read_weights(path: Path) -> dict[str, torch.Tensor]:
     """One weight file → state dict on CPU, with a clear error naming the file."""
     if path.suffix == ".safetensors":
         try:
             return load_safetensors(str(path), device="cpu")
         except (SafetensorError, OSError, ValueError, RuntimeError) as err:
-            raise CheckpointError(
-                f"Can't read weights from {path}: the safetensors file is corrupt or truncated ({err}). "
-                "Re-download or re-export it."
-            ) from err
+            raise _corrupt_safetensors(path, err) from err
     try:
         state = torch.load(str(path), map_location="cpu", weights_only=True, mmap=True)
     except Exception as err:
@@ -89,6 +93,19 @@ def read_weights(path: Path) -> dict[str, torch.Tensor]:
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise CheckpointError(f"{path} does not hold a flat dict of tensors")
     return state
+
+
+def read_shapes(path: Path) -> dict[str, torch.Tensor]:
+    """One weight file → its tensor names, as meta tensors of the right shape.  A safetensors
+    header must describe the file exactly (so truncation shows); a pickle is opened
+    memory-mapped through ``weights_only``, so code in it is refused and no data is read."""
+    if path.suffix != ".safetensors":
+        return {k: torch.empty(v.shape, device="meta") for k, v in read_weights(path).items()}
+    try:
+        with safe_open(str(path), "pt") as handle:
+            return {k: torch.empty(handle.get_slice(k).get_shape(), device="meta") for k in handle.keys()}
+    except (SafetensorError, OSError, ValueError, RuntimeError) as err:
+        raise _corrupt_safetensors(path, err) from err
 
 
 def read_checkpoint(files: Iterable[Path]) -> dict[str, torch.Tensor]:
@@ -154,15 +171,10 @@ def _align_prefix(state: dict[str, torch.Tensor], model_keys: set[str], prefix: 
     return state
 
 
-def load_into(
-    model: nn.Module,
-    state: dict[str, torch.Tensor],
-    *,
-    dtype: torch.dtype,
-    ignore_mismatched_sizes: bool = False,
-    source_name: str = "checkpoint",
-) -> LoadingInfo:
-    """Load ``state`` into a meta-device ``model`` (strict, reported), then materialise the rest."""
+def _match(model: nn.Module, state: dict[str, torch.Tensor], dtype: torch.dtype, ignore_mismatched_sizes: bool,
+           source_name: str) -> tuple[dict[str, torch.Tensor], LoadingInfo]:
+    """Checkpoint tensors → the model's keys (renames, drops, base prefix); the tensors to load
+    and the report.  Shapes that don't fit are an error unless ``ignore_mismatched_sizes``."""
     rules = type(model)
     state = apply_renames(state, GLOBAL_RENAMES + list(rules.checkpoint_renames))
     drop = [re.compile(p) for p in rules.checkpoint_drop]
@@ -188,6 +200,31 @@ def load_into(
         )
     info.missing_keys = sorted(k for k in expected if k not in to_load and not (k in tied and tied[k] in to_load))
     info.unexpected_keys.sort()
+    return to_load, info
+
+
+def verify_checkpoint(model_class: type, config: object, files: list[Path]) -> LoadingInfo:
+    """What loading ``files`` into ``model_class(config)`` would report, from the files' names
+    and shapes alone (nothing is loaded or initialised).  Raises what loading would raise for a
+    corrupt or truncated file, a pickle that needs code, or shapes that don't fit the config."""
+    with torch.device("meta"):
+        model = model_class(config)
+    shapes: dict[str, torch.Tensor] = {}
+    for path in files:
+        shapes.update(read_shapes(path))
+    return _match(model, shapes, torch.float32, False, ", ".join(map(str, files)))[1]
+
+
+def load_into(
+    model: nn.Module,
+    state: dict[str, torch.Tensor],
+    *,
+    dtype: torch.dtype,
+    ignore_mismatched_sizes: bool = False,
+    source_name: str = "checkpoint",
+) -> LoadingInfo:
+    """Load ``state`` into a meta-device ``model`` (strict, reported), then materialise the rest."""
+    to_load, info = _match(model, state, dtype, ignore_mismatched_sizes, source_name)
     for key, found, wanted in info.mismatched_keys:
         logger.warning("%s: shape %s in checkpoint, %s in model: re-initialised", key, found, wanted)
     model.load_state_dict(to_load, strict=False, assign=True)

@@ -144,6 +144,15 @@ def read_config_json(path: Path) -> dict[str, Any]:
         raise ValueError(f"{path} is not valid JSON ({err}); the config file must be a JSON object") from err
     if not isinstance(data, dict):
         raise ValueError(f"{path} must hold a JSON object, found {type(data).__name__}")
+    if "auto_map" in data:
+        # The reference would import the model repository's Python files (trust_remote_code); a
+        # model file is data and must never be able to run code on the machine that loads it.
+        classes = ", ".join(sorted(map(str, data["auto_map"]))) if isinstance(data["auto_map"], dict) else data["auto_map"]
+        raise ValueError(
+            f"{path} has 'auto_map' ({classes}): this model needs Python code from its own repository, and "
+            "autoload never runs code from a model repository. Use a model whose architecture autoload implements "
+            "natively (its config.json names a known model_type and has no auto_map)."
+        )
     return data
 
 

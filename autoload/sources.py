@@ -2,7 +2,9 @@
 
 Every loader in autoload asks a :class:`ModelSource` for files by name; the source decides
 where they come from.  Remote files (``s3://``, ``gs://``, ``http(s)://`` ...) are copied once
-into a local cache under a file lock, so many processes on a node share one download.  Hub
+into a local cache under a file lock, so many processes on a node share one download; storage
+calls retry transient errors (:mod:`autoload.storage`), and URLs in messages have their
+credentials masked.  Hub
 names are looked up in the local caches; a hub fetcher can be registered with
 :func:`register_name_resolver` without touching any loader.
 """
@@ -18,6 +20,8 @@ from typing import Any, Callable, Optional
 
 import fsspec
 from filelock import FileLock
+
+from .storage import object_version, redact_text, retry
 
 logger = logging.getLogger(__name__)
 
@@ -112,12 +116,12 @@ class RemoteSource(ModelSource):
             self.single_file = self.fetch(self.root.rsplit("/", 1)[-1])
 
     def where(self) -> str:
-        return self.reference
+        return redact_text(self.reference)
 
     def _names(self) -> set[str]:
         if self._listing is None:
             try:
-                entries = self.fs.ls(self.remote_dir, detail=False)
+                entries = retry(lambda: self.fs.ls(self.remote_dir, detail=False), f"list {self.where()}")
             except FileNotFoundError:
                 entries = []
             self._listing = {e.rstrip("/").rsplit("/", 1)[-1] for e in entries}
@@ -127,7 +131,8 @@ class RemoteSource(ModelSource):
         if (self.cache / filename).is_file() and not self.options.force_download:
             return True
         if "/" in filename:  # nested (1_Pooling/config.json): not in the top-level listing
-            return self.fs.isfile(f"{self.remote_dir}/{filename}")
+            remote = f"{self.remote_dir}/{filename}"
+            return retry(lambda: self.fs.isfile(remote), f"look up {remote}")
         return filename in self._names()
 
     def fetch(self, filename: str) -> Path:
@@ -142,9 +147,9 @@ class RemoteSource(ModelSource):
             # Another process may have finished the download while we waited for the lock.
             if self._is_current(target, version):
                 return target
-            if not self.fs.isfile(remote):
-                raise FileNotFoundError(f"{filename} not found in {self.reference} (looked for {remote})")
-            self._download(remote, target)
+            if not retry(lambda: self.fs.isfile(remote), f"look up {remote}"):
+                raise FileNotFoundError(f"{filename} not found in {self.where()} (looked for {redact_text(remote)})")
+            retry(lambda: self._download(remote, target), f"download {remote}")
             _version_file(target).write_text(self._remote_version(remote) or "")
         return target
 
@@ -157,21 +162,24 @@ class RemoteSource(ModelSource):
         return recorded.is_file() and recorded.read_text() == version
 
     def _remote_version(self, remote: str) -> Optional[str]:
-        """ETag / modification time and size of the remote object; None when unreachable."""
+        """ETag / modification time and size of the remote object; None when unreachable.
+
+        Not retried: with a cached copy at hand, waiting out an outage would only delay the load.
+        """
         if self.options.local_files_only:
             return None
         try:
             info = self.fs.info(remote)
         except Exception as err:  # unreachable storage: fall back to the cache, say so
-            logger.warning("can't check %s against the remote copy (%s); using the cached file", remote, err)
+            logger.warning("can't check %s against the remote copy (%s); using the cached file", redact_text(remote),
+                           redact_text(str(err)))
             return None
-        stamp = next((info[k] for k in ("ETag", "etag", "mtime", "LastModified", "created") if info.get(k)), "")
-        return f"{stamp}:{info.get('size')}"
+        return object_version(info)
 
     def _download(self, remote: str, target: Path) -> None:
         partial = target.with_name(target.name + ".incomplete")
         offset = partial.stat().st_size if (self.options.resume_download and partial.exists()) else 0
-        logger.info("downloading %s → %s%s", remote, target, f" (resuming at {offset} bytes)" if offset else "")
+        logger.info("downloading %s → %s%s", redact_text(remote), target, f" (resuming at {offset} bytes)" if offset else "")
         with self.fs.open(remote, "rb") as src, open(partial, "ab" if offset else "wb") as dst:
             if offset:
                 src.seek(offset)
@@ -251,11 +259,17 @@ def open_source(reference: "str | os.PathLike | ModelSource", options: Optional[
             "s3://bucket/model/ or file:///path/to/model."
         )
     fs, root = fsspec.core.url_to_fs(ref, **_storage_options(ref, options))
+    shown = redact_text(ref)
     try:
-        is_file = fs.isfile(root)
-        exists = is_file or fs.isdir(root)
+        is_file, exists = retry(lambda: _kind(fs, root), f"look up model location {ref}")
     except Exception as err:  # storage errors come in many types; name the URL in any case
-        raise OSError(f"Can't reach model location {ref}: {type(err).__name__}: {err}") from err
+        raise OSError(f"Can't reach model location {shown}: {type(err).__name__}: {redact_text(str(err))}") from err
     if not exists:
-        raise OSError(f"Can't find model {ref}: no such file or directory on {fs.protocol}")
+        raise OSError(f"Can't find model {shown}: no such file or directory on {fs.protocol}")
     return RemoteSource(ref, fs, root, is_file, options)
+
+
+def _kind(fs: fsspec.AbstractFileSystem, path: str) -> tuple[bool, bool]:
+    """(is a file, exists) of a remote path."""
+    is_file = fs.isfile(path)
+    return is_file, is_file or fs.isdir(path)
