@@ -108,6 +108,7 @@ def fixed_size_list(values: np.ndarray, valid: np.ndarray, value_type: pa.DataTy
     mask = None if valid.all() else pa.array(~valid)
     return pa.FixedSizeListArray.from_arrays(flat, values.shape[1], mask=mask)
 
+
 # Test hook for the fault-tolerance tests, inert unless the variable names a directory.  A file
 # ``<dir>/<stage>`` makes the first process of that stage to find it delete it and die at once
 # (``os._exit``, as a killed or preempted worker would), so exactly one process dies per file;

@@ -1,4 +1,5 @@
-"""Tokenize stage: text column(s) → token ids as Arrow list<int32>, with the bad-row policy."""
+"""Tokenize stage: text column(s) → token ids as Arrow list<int32>, with the bad-row policy and
+truncation to the model's maximum length (marked per row)."""
 from __future__ import annotations
 
 import logging
@@ -20,6 +21,7 @@ from .common import (
     SOURCE,
     TOKEN_TYPE_IDS,
     TOKENS,
+    TRUNCATED,
     BadRowError,
     seconds_column,
 )
@@ -28,16 +30,22 @@ logger = logging.getLogger(__name__)
 
 _TEXT_TYPES = (pa.types.is_string, pa.types.is_large_string, pa.types.is_string_view)
 _BINARY_TYPES = (pa.types.is_binary, pa.types.is_large_binary, pa.types.is_binary_view)
+# Characters kept per token of the maximum length before tokenizing.  Tokenizing a
+# multi-megabyte text only to keep its first few hundred tokens costs seconds and gigabytes;
+# tokens span a few characters, so this cut changes nothing but for texts padded with
+# thousands of spaces or made of words longer than this (which become a single unknown token).
+_CHARS_PER_TOKEN = 100
 
 
 class Tokenize:
-    """Callable on an Arrow table; adds ``__input_ids`` (list<int32>), ``__tokens`` (int32) and,
-    for text pairs, ``__token_type_ids`` (list<int8>); then removes ``drop_columns`` (text that
-    no later stage needs, so it doesn't travel on).
+    """Callable on an Arrow table; adds ``__input_ids`` (list<int32>), ``__tokens`` (int32),
+    ``truncated`` (bool: the text was longer than ``max_length`` tokens and was cut) and, for
+    text pairs, ``__token_type_ids`` (list<int8>); then removes ``drop_columns`` (text that no
+    later stage needs, so it doesn't travel on).
 
-    A row whose text is null, not a string or not valid UTF-8 raises :class:`BadRowError`
-    naming the file and row (``on_bad_row="error"``), or gets an ``error`` message and no
-    tokens (``"flag"``): it is never dropped.
+    A row whose text is null, empty (or only whitespace), not a string or not valid UTF-8
+    raises :class:`BadRowError` naming the file and row (``on_bad_row="error"``), or gets an
+    ``error`` message and no tokens (``"flag"``): it is never dropped.
     """
 
     def __init__(
@@ -64,6 +72,7 @@ class Tokenize:
         self.text_pair_column = text_pair_column
         self.on_bad_row = on_bad_row
         self.drop_columns = list(drop_columns)
+        self.max_chars = _CHARS_PER_TOKEN * max_length
 
     def __call__(self, table: pa.Table) -> pa.Table:
         started = time.perf_counter()
@@ -78,15 +87,21 @@ class Tokenize:
                 f"--on-bad-row flag to write such rows with a null output and an '{ERROR}' column."
             )
         good = [i for i, problem in enumerate(problems) if not problem]
+        cut = np.zeros(table.num_rows, dtype=bool)
+        texts = self._cut(texts, good, cut)
         if self.text_pair_column is None:
             encodings = self.backend.encode_batch([texts[i] for i in good])
         else:
+            pairs = self._cut(pairs, good, cut)
             encodings = self.backend.encode_batch([(texts[i], pairs[i]) for i in good])
         slots: list = [None] * table.num_rows
         for i, encoding in zip(good, encodings):
             slots[i] = encoding
+            # The backend keeps what truncation cut off as overflowing encodings.
+            cut[i] |= bool(encoding.overflowing)
         table = table.append_column(INPUT_IDS, _list_column(slots, "ids", pa.int32()))
         table = table.append_column(TOKENS, pa.array([len(e.ids) if e else 0 for e in slots], type=pa.int32()))
+        table = table.append_column(TRUNCATED, pa.array(cut))
         if self.text_pair_column is not None:
             table = table.append_column(TOKEN_TYPE_IDS, _list_column(slots, "type_ids", pa.int8()))
         if self.on_bad_row == "flag":
@@ -96,13 +111,21 @@ class Tokenize:
         elapsed = time.perf_counter() - started
         return table.append_column(SECONDS + "tokenize", seconds_column(elapsed, table.num_rows))
 
+    def _cut(self, texts: list, rows: list[int], cut: np.ndarray) -> list:
+        """``texts`` with the given rows cut to ``max_chars`` characters, marked in ``cut``."""
+        for i in rows:
+            if len(texts[i]) > self.max_chars:
+                texts[i] = texts[i][:self.max_chars]
+                cut[i] = True
+        return texts
+
     def _texts(self, table: pa.Table, column: str) -> tuple[list, list[str]]:
         """The column as Python strings, and per row a problem description ("" when fine)."""
         data = table[column]
         kind = data.type
         if any(check(kind) for check in _TEXT_TYPES):
             texts = data.to_pylist()
-            return texts, ["" if t is not None else f"column {column!r} is null" for t in texts]
+            return texts, [_problem(t, column) for t in texts]
         if any(check(kind) for check in _BINARY_TYPES):
             return _decode_utf8(data.to_pylist(), column)
         if pa.types.is_null(kind):
@@ -118,6 +141,16 @@ class Tokenize:
         return f"row {index} of the batch"
 
 
+def _problem(text: Optional[str], column: str) -> str:
+    """Why a text can't be embedded or classified ("" when it can)."""
+    if text is None:
+        return f"column {column!r} is null"
+    if not text.strip():
+        # A model would still give an output for it, but one no input text stands behind.
+        return f"column {column!r} is empty" if not text else f"column {column!r} holds only whitespace"
+    return ""
+
+
 def _decode_utf8(values: list, column: str) -> tuple[list, list[str]]:
     texts: list = []
     problems: list[str] = []
@@ -128,7 +161,7 @@ def _decode_utf8(values: list, column: str) -> tuple[list, list[str]]:
             continue
         try:
             texts.append(value.decode("utf-8"))
-            problems.append("")
+            problems.append(_problem(texts[-1], column))
         except UnicodeDecodeError as err:
             texts.append(None)
             problems.append(f"column {column!r} is not valid UTF-8 ({err.reason} at byte {err.start})")

@@ -1,7 +1,8 @@
 """Batch inference job: ``python -m jobs.infer --help``; with no arguments, the demo.
 
-Plans and checks everything (inputs, columns, model) before Ray starts any actor, runs the
-pipeline, commits the output (files, ``_manifest.json``, ``_SUCCESS``) and prints a summary.
+Plans and checks everything (inputs, columns, model, output location) before Ray starts any
+actor, skips output files an earlier run of the same job committed, runs the pipeline on the
+rest, commits the output (files, ``_manifest.json``, ``_SUCCESS``) and prints a summary.
 """
 from __future__ import annotations
 
@@ -19,9 +20,12 @@ import ray
 from actors.classify import Classify
 from actors.common import BadRowError
 from actors.embed import Embed
+from autoload.storage import StorageError, redact_text, retry, secret_values
 from jobs import output, pipeline
 from jobs.model import ModelError, ResolvedModel, resolve
-from jobs.plan import InputError, Plan, plan
+from jobs.output import OutputError
+from jobs.pipeline import BadShardError
+from jobs.plan import InputError, Plan, Unit, check_output_location, plan
 from jobs.sample import write_sample_dataset
 from jobs.spec import DEMO_INPUT, DEMO_OUTPUT, JobSpec, SpecError, parse_spec
 
@@ -62,39 +66,108 @@ def absolute_paths(spec: JobSpec) -> JobSpec:
 
 
 def run_job(spec: JobSpec) -> dict[str, Any]:
-    """Run a job to the end; return its manifest (which includes the summary)."""
+    """Run a job to the end; return its manifest (which includes the summary).
+
+    Resumes by default: output files that an earlier run of the same job committed are kept
+    and skipped (``spec.overwrite`` recomputes them).  Ray starts only if there is work left.
+    """
     started_at = datetime.now(timezone.utc)
     started = time.perf_counter()
     spec = absolute_paths(apply_demo_defaults(spec))
+    check_output_location(spec.input, spec.output, spec.storage_options)
     model = resolve(spec)
     columns = list(dict.fromkeys(c for c in [spec.text_column, spec.text_pair_column, spec.id_column, *spec.keep_columns] if c))
-    work = plan(spec.input, columns, spec.max_rows_per_file, spec.storage_options)
+    work = plan(spec.input, columns, spec.max_rows_per_file, spec.storage_options,
+                text_columns=[c for c in (spec.text_column, spec.text_pair_column) if c], on_bad_shard=spec.on_bad_shard)
     logger.info("%d rows in %d input file(s), %d work unit(s)", work.num_rows, len(work.shards), len(work.units))
+    if not work.units:
+        logger.warning("the input has no rows to process (%d file(s), all empty or unreadable)", len(work.shards))
+    identity = job_identity(spec, model)
+    job = output.fingerprint(identity)
+    committed = output.prepare(spec.output, spec.storage_options, identity, _expected_records(work, job), spec.overwrite)
+    todo = [unit for unit in work.units if unit.output not in committed]
     planned = time.perf_counter()
-    _connect(spec)
-    resources = pipeline.plan_resources(spec, ray.cluster_resources())
-    connected = time.perf_counter()
-    logger.info("model actors: %s", resources)
-    previous = output.start(spec.output, spec.storage_options)
-    stage_class, stage_kwargs = _model_stage(spec, model, resources)
-    result_columns = EMBED_COLUMNS if spec.task == "embed" else CLASSIFY_COLUMNS + (["probs"] if spec.return_probs else [])
-    try:
-        stats = pipeline.run(spec, work, stage_class, stage_kwargs, _tokenize_stage(spec, model), result_columns,
-                             resources) if work.units else []
-    except Exception as err:
-        bad_row = _find(err, BadRowError)
-        if bad_row is not None:
-            raise bad_row from None
-        if isinstance(err, ray.exceptions.ActorDiedError) and err.actor_init_failed:
-            raise JobError(f"A pipeline actor failed to start: {_last_error_line(err)}") from err
-        raise
+    resources: Optional[pipeline.Resources] = None
+    stats: list[dict[str, Any]] = []
+    connected = planned
+    if todo:
+        _connect(spec)
+        resources = pipeline.plan_resources(spec, ray.cluster_resources())
+        connected = time.perf_counter()
+        logger.info("model actors: %s", resources)
+        stage_class, stage_kwargs = _model_stage(spec, model, resources)
+        result_columns = EMBED_COLUMNS if spec.task == "embed" else CLASSIFY_COLUMNS + (["probs"] if spec.return_probs else [])
+        try:
+            stats = pipeline.run(spec, work, todo, job, stage_class, stage_kwargs, _tokenize_stage(spec, model),
+                                 result_columns, resources)
+        except Exception as err:
+            _raise_clearly(err)
+    elif work.units:
+        logger.info("every output file is committed already: nothing to compute (--overwrite recomputes them)")
     finished = time.perf_counter()
-    manifest = _manifest(spec, model, work, stats, resources, started_at,
+    unreadable = _unreadable_units(spec, work, todo, stats)
+    manifest = _manifest(spec, model, identity, job, work, stats, committed, unreadable, resources, started_at,
                          {"plan": planned - started, "ray_startup": connected - planned, "pipeline": finished - connected})
     # Committing takes milliseconds: the total is measured just before it, so the manifest has it.
     manifest["summary"]["seconds"]["total"] = time.perf_counter() - started
-    output.commit(spec.output, spec.storage_options, manifest, previous)
+    output.commit(spec.output, spec.storage_options, manifest, discard=sorted(unreadable))
     return manifest
+
+
+def job_identity(spec: JobSpec, model: ResolvedModel) -> dict[str, Any]:
+    """Everything that decides what the output files contain.  A rerun with the same identity
+    may keep files an earlier run committed; performance settings (batch sizes, actors) and
+    how rows are split into files are left out, so changing them still resumes."""
+    identity = {
+        "task": spec.task, "inputs": [redact_text(url) for url in spec.input], "text_column": spec.text_column,
+        "text_pair_column": spec.text_pair_column, "id_column": spec.id_column, "keep_columns": spec.keep_columns,
+        "on_bad_row": spec.on_bad_row, "dtype": spec.dtype, "model_class": model.model_class,
+        "weights_sha256": model.weights_digest, "config_sha256": model.config_hash,
+        "tokenizer_sha256": model.tokenizer_hash, "max_length": model.max_length,
+    }
+    if spec.task == "embed":
+        identity.update(pooling=model.pooling, normalize=model.normalize, embedding_dtype=spec.embedding_dtype)
+    else:
+        identity.update(return_probs=spec.return_probs)
+    return identity
+
+
+def _expected_records(work: Plan, job: str) -> dict[str, dict[str, Any]]:
+    """Per output file, what a commit record must say for the file to be reused."""
+    return {unit.output: {"job": job, "input": work.shards[unit.shard].name, "input_version": work.shards[unit.shard].version,
+                          "row_start": unit.row_start, "row_stop": unit.row_stop} for unit in work.units}
+
+
+def _raise_clearly(err: Exception) -> None:
+    """Re-raise a pipeline failure as the error the user can act on (Ray wraps remote errors)."""
+    for kind in (BadRowError, BadShardError):
+        found = _find(err, kind)
+        if found is not None:
+            raise found from None
+    storage = _find(err, StorageError)
+    if storage is not None:
+        raise JobError(f"{storage} Output files committed so far are kept: run the same command again to resume.") from None
+    if isinstance(err, ray.exceptions.ActorDiedError) and err.actor_init_failed:
+        raise JobError(f"A pipeline actor failed to start: {_last_error_line(err)}") from err
+    raise err
+
+
+def _unreadable_units(spec: JobSpec, work: Plan, todo: list[Unit], stats: list[dict[str, Any]]) -> dict[str, str]:
+    """Output name → why, for units the pipeline produced nothing for.  Only a unit whose input
+    could not be read, under --on-bad-shard skip, may be missing; its read is repeated here to
+    learn why (the pipeline only logs it)."""
+    done = {row["output"] for row in stats}
+    missing = [unit for unit in todo if unit.output not in done]
+    reasons: dict[str, str] = {}
+    for item in pipeline.unit_items(work, missing):
+        try:
+            retry(lambda: pipeline.read_unit(item, work.columns, spec.storage_options), f"read {item['url']}")
+        except Exception as err:  # whatever the decoder raises, as in the pipeline
+            reasons[item["output"]] = pipeline.bad_shard_message(item, err)
+            continue
+        raise JobError(f"internal error: no output was committed for {item['output']} although its input reads fine; "
+                       "run the job again")
+    return reasons
 
 
 def _connect(spec: JobSpec) -> None:
@@ -142,42 +215,66 @@ def _last_error_line(err: BaseException) -> str:
     return lines[-1] if lines else str(err)
 
 
-def _manifest(spec: JobSpec, model: ResolvedModel, work: Plan, stats: list[dict[str, Any]], resources: pipeline.Resources,
-              started_at: datetime, phases: dict[str, float]) -> dict[str, Any]:
-    missing = sorted({u.output for u in work.units} - {row["output"] for row in stats})
+def _manifest(spec: JobSpec, model: ResolvedModel, identity: dict[str, Any], job: str, work: Plan,
+              stats: list[dict[str, Any]], committed: dict[str, dict[str, Any]], unreadable: dict[str, str],
+              resources: Optional[pipeline.Resources], started_at: datetime, phases: dict[str, float]) -> dict[str, Any]:
+    reused = [pipeline.stats_row(unit.index, unit.output, committed[unit.output]["rows"], committed[unit.output]["stats"])
+              for unit in work.units if unit.output in committed]
+    by_output = {row["output"]: row for row in stats + reused}
+    missing = [u.output for u in work.units if u.output not in by_output and u.output not in unreadable]
     if missing:
         raise JobError(f"internal error: no output was committed for {', '.join(missing[:5])}")
-    by_shard: dict[int, list[dict[str, Any]]] = {}
-    for row in stats:
-        by_shard.setdefault(work.units[row["unit"]].shard, []).append(row)
-    shards = [{"input": shard.url, "name": shard.name, "rows": shard.num_rows,
-               "tokens": sum(r["tokens"] for r in by_shard.get(index, [])),
-               "bad_rows": sum(r["bad_rows"] for r in by_shard.get(index, [])),
-               "outputs": [r["output"] for r in by_shard.get(index, [])]}
-              for index, shard in enumerate(work.shards)]
-    summary = _summary(stats, len(work.shards), phases)
+    units_of: dict[int, list[Unit]] = {}
+    for unit in work.units:
+        units_of.setdefault(unit.shard, []).append(unit)
+    shards = []
+    for index, shard in enumerate(work.shards):
+        units = units_of.get(index, [])
+        done = [by_output[u.output] for u in units if u.output in by_output]
+        shards.append({
+            "input": redact_text(shard.url), "name": shard.name, "version": shard.version, "rows": shard.num_rows,
+            "tokens": sum(r["tokens"] for r in done), "bad_rows": sum(r["bad_rows"] for r in done),
+            "truncated": sum(r["truncated"] for r in done), "outputs": [r["output"] for r in done],
+            "skipped": [u.output for u in units if u.output in committed],
+            "unreadable": ([shard.error] if shard.error else []) + [unreadable[u.output] for u in units if u.output in unreadable],
+        })
+    summary = _summary(stats, reused, work, unreadable, phases)
     return {
-        "job": spec.to_dict(), "model": model.to_dict(), "resources": resources.to_dict(),
-        "ray_version": ray.__version__, "started_at": started_at.isoformat(),
-        "finished_at": datetime.now(timezone.utc).isoformat(), "shards": shards, "summary": summary,
-        "errors": {"bad_rows": summary["bad_rows"], "examples": [e for r in stats for e in json.loads(r["errors"])][:20]},
+        "job": spec.to_dict(), "identity": identity, "fingerprint": job, "model": model.to_dict(),
+        "resources": resources.to_dict() if resources else None, "ray_version": ray.__version__,
+        "started_at": started_at.isoformat(), "finished_at": datetime.now(timezone.utc).isoformat(), "shards": shards,
+        "summary": summary,
+        "errors": {"bad_rows": summary["bad_rows"],
+                   "examples": [e for r in stats + reused for e in json.loads(r["errors"])][:20],
+                   "unreadable_inputs": [e for shard in shards for e in shard["unreadable"]]},
     }
 
 
-def _summary(stats: list[dict[str, Any]], shards: int, phases: dict[str, float]) -> dict[str, Any]:
-    """Totals and rates; rates are over the pipeline's wall time (Ray start-up excluded)."""
+def _summary(stats: list[dict[str, Any]], reused: list[dict[str, Any]], work: Plan, unreadable: dict[str, str],
+             phases: dict[str, float]) -> dict[str, Any]:
+    """Totals over the whole output (files computed now and files kept from an earlier run);
+    padding, rates and stage times over this run's work, rates over the pipeline's wall time
+    (Ray start-up excluded)."""
     stage_seconds = {stage: 0.0 for stage in pipeline.STAGES}
     for row in stats:
         for stage, seconds in json.loads(row["seconds"]).items():
             stage_seconds[stage] += seconds
-    rows = sum(r["rows"] for r in stats)
-    tokens = sum(r["tokens"] for r in stats)
+    every = stats + reused
+    computed_rows = sum(r["rows"] for r in stats)
+    computed_tokens = sum(r["tokens"] for r in stats)
     padded = sum(r["padded_tokens"] for r in stats)
     wall = phases["pipeline"]
     return {
-        "rows": rows, "shards": shards, "files": len(stats), "tokens": tokens, "padded_tokens": padded,
-        "padding_ratio": 1 - tokens / padded if padded else 0.0, "bad_rows": sum(r["bad_rows"] for r in stats),
-        "rows_per_second": rows / wall if wall else 0.0, "tokens_per_second": tokens / wall if wall else 0.0,
+        "rows": sum(r["rows"] for r in every), "shards": len(work.shards), "files": len(every),
+        "tokens": sum(r["tokens"] for r in every), "bad_rows": sum(r["bad_rows"] for r in every),
+        "truncated_rows": sum(r["truncated"] for r in every),
+        "computed_files": len(stats), "computed_rows": computed_rows, "computed_tokens": computed_tokens,
+        "skipped_files": len(reused), "skipped_rows": sum(r["rows"] for r in reused),
+        "unreadable_inputs": len(work.bad_shards) + len({u.shard for u in work.units if u.output in unreadable}),
+        "unreadable_rows": sum(u.row_stop - u.row_start for u in work.units if u.output in unreadable),
+        "padded_tokens": padded, "padding_ratio": 1 - computed_tokens / padded if padded else 0.0,
+        "rows_per_second": computed_rows / wall if wall else 0.0,
+        "tokens_per_second": computed_tokens / wall if wall else 0.0,
         "seconds": {**phases, "stages_busy": stage_seconds},
     }
 
@@ -186,23 +283,37 @@ def format_summary(manifest: dict[str, Any]) -> str:
     s = manifest["summary"]
     busy = s["seconds"]["stages_busy"]
     job = manifest["job"]
-    return "\n".join([
+    lines = [
         f"{job['task']}: {s['rows']:,} rows from {s['shards']} input file(s) → {job['output']} ({s['files']} file(s), _manifest.json, _SUCCESS)",
         f"  model      {manifest['model']['model_class']} from {manifest['model']['reference']}",
-        f"  tokens     {s['tokens']:,} (padded {s['padded_tokens']:,}, padding {100 * s['padding_ratio']:.1f}%), bad rows {s['bad_rows']}",
+    ]
+    if s["skipped_files"]:
+        lines.append(f"  resumed    {s['skipped_files']} of {s['files']} file(s) ({s['skipped_rows']:,} rows) committed by an "
+                     f"earlier run, skipped; computed {s['computed_files']} ({s['computed_rows']:,} rows)")
+    if s["unreadable_inputs"]:
+        lines.append(f"  unreadable {s['unreadable_inputs']} input file(s) left out ({s['unreadable_rows']:,} rows known lost): "
+                     + "; ".join(manifest["errors"]["unreadable_inputs"][:3]))
+    lines += [
+        f"  tokens     {s['computed_tokens']:,} computed (padded {s['padded_tokens']:,}, padding {100 * s['padding_ratio']:.1f}%), "
+        f"bad rows {s['bad_rows']}, truncated rows {s['truncated_rows']}",
         f"  speed      {s['rows_per_second']:,.1f} rows/s, {s['tokens_per_second']:,.0f} tok/s over {s['seconds']['pipeline']:.1f} s of pipeline",
         f"  time       plan {s['seconds']['plan']:.1f} s, Ray start {s['seconds']['ray_startup']:.1f} s, "
         f"pipeline {s['seconds']['pipeline']:.1f} s, total {s['seconds']['total']:.1f} s",
         "  stage busy " + ", ".join(f"{k} {v:.1f} s" for k, v in busy.items()) + " (summed over workers)",
-    ])
+    ]
+    return "\n".join(lines)
 
 
 def main(argv: Optional[list[str]] = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    secrets: list[str] = []
     try:
-        manifest = run_job(parse_spec(argv))
-    except (SpecError, InputError, ModelError, BadRowError, JobError) as err:
-        logger.error("%s", err)
+        spec = parse_spec(argv)
+        secrets = secret_values(spec.storage_options)
+        manifest = run_job(spec)
+    except (SpecError, InputError, ModelError, BadRowError, BadShardError, OutputError, StorageError, JobError) as err:
+        # Messages quote URLs and storage errors; whatever credential slipped into one is masked.
+        logger.error("%s", redact_text(str(err), secrets))
         return 2
     print(format_summary(manifest))
     return 0

@@ -1,8 +1,12 @@
 """Resolve the model in the driver, before any actor starts.
 
-Reads the config, the tokenizer and the sentence-transformers files, hashes the weights, and
-decides the task defaults (pooling, normalisation, max length).  A model that can't be
-reached or loaded fails here with a message naming it.  Remote files land in the node's
+Reads the config, the tokenizer and the sentence-transformers files, hashes the weights,
+checks them against the model the config describes (names and shapes only: nothing is
+loaded, and pickles go through ``weights_only``), and decides the task defaults (pooling,
+normalisation, max length).  A model that can't be reached or loaded fails here with a
+message naming it: configs that need the repository's own code (``auto_map``), corrupt or
+truncated weights, pickles carrying code, shapes that don't fit the config, and missing
+task heads.  Remote files land in the node's
 cache (one download per node, under a file lock); actors on other nodes fetch their own copy
 the same way, and check that the weights they load have the digest recorded here.
 """
@@ -14,9 +18,12 @@ import logging
 from dataclasses import asdict, dataclass, field
 from typing import Any, Optional
 
-from autoload import AutoConfig, AutoModel, AutoModelForSequenceClassification, AutoTokenizer
-from autoload.checkpoint import weight_files, weights_digest
+from actors.classify import Classify
+from actors.embed import Embed
+from autoload import AutoConfig, AutoTokenizer
+from autoload.checkpoint import verify_checkpoint, weight_files, weights_digest
 from autoload.sources import FetchOptions, ModelSource, open_source
+from autoload.storage import redact_text
 
 from jobs.spec import JobSpec
 
@@ -45,6 +52,7 @@ class ResolvedModel:
     model_class: str
     model_type: str
     config_hash: str
+    tokenizer_hash: str
     weights_digest: str
     weight_files: list[str]
     max_length: int
@@ -56,7 +64,8 @@ class ResolvedModel:
     sentence_transformers: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        """For the manifest: a password in the model's URL is masked."""
+        return {**asdict(self), "reference": redact_text(self.reference)}
 
 
 def default_model() -> str:
@@ -71,23 +80,32 @@ def default_model() -> str:
 
 def resolve(spec: JobSpec) -> ResolvedModel:
     reference = spec.model or default_model()
+    shown = redact_text(reference)
     fetch = {"storage_options": spec.storage_options, "cache_dir": spec.cache_dir}
+    stage = Embed if spec.task == "embed" else Classify
     try:
         source = open_source(reference, FetchOptions.pop_from(dict(fetch)))
         config = AutoConfig.from_pretrained(reference, **fetch)
-        auto_class = AutoModel if spec.task == "embed" else AutoModelForSequenceClassification
-        model_class = auto_class.model_class(config)
+        model_class = stage.auto_class.model_class(config)
         tokenizer = AutoTokenizer.from_pretrained(reference, **fetch)
         files = weight_files(source)
         digest = weights_digest(files)
+        missing = [k for k in verify_checkpoint(model_class, config, files).missing_keys
+                   if not k.startswith(stage.unused_weights)]
         st = _sentence_transformers(source)
     except ModelError:
         raise
     except (OSError, ValueError, KeyError) as err:
-        raise ModelError(f"Can't use model {reference}: {err}") from err
+        raise ModelError(f"Can't use model {shown}: {redact_text(str(err))}") from err
+    if missing:
+        # Freshly initialised weights would produce confident nonsense for every row.
+        raise ModelError(f"Model {shown} has no trained weights for {', '.join(missing[:5])}"
+                         f"{' ...' if len(missing) > 5 else ''}: it is not a {stage.checkpoint_kind} checkpoint for "
+                         f"{model_class.__name__}. Use a checkpoint trained for --task {spec.task}.")
     resolved = ResolvedModel(
         reference=reference, model_class=model_class.__name__, model_type=config.model_type,
         config_hash=hashlib.sha256(config.to_json_string().encode()).hexdigest(),
+        tokenizer_hash=hashlib.sha256(tokenizer.backend.to_str().encode()).hexdigest(),
         weights_digest=digest, weight_files=[f.name for f in files],
         max_length=_max_length(spec, config, tokenizer, st), pad_token_id=int(tokenizer.pad_token_id or 0),
         output_width=int(config.hidden_size if spec.task == "embed" else config.num_labels), sentence_transformers=st,
@@ -100,7 +118,7 @@ def resolve(spec: JobSpec) -> ResolvedModel:
         ignored = [name for name in ("pooling", "normalize") if getattr(spec, name) is not None]
         if ignored:
             logger.warning("--%s only apply to --task embed; ignored", " / --".join(ignored))
-    logger.info("model %s: %s (%s), weights sha256 %s…, max length %d", reference, resolved.model_class,
+    logger.info("model %s: %s (%s), weights sha256 %s…, max length %d", shown, resolved.model_class,
                 resolved.model_type, digest[:12], resolved.max_length)
     return resolved
 

@@ -1,49 +1,275 @@
-"""The output directory's commit protocol: ``_SUCCESS`` off first, data files, then the
-manifest, then ``_SUCCESS`` last.  A reader that sees ``_SUCCESS`` sees a complete run.
+"""The output directory and its commit protocol, on any fsspec filesystem.
 
-Files are named after their input shard, so a rerun overwrites them; files of an earlier run
-that this run no longer writes (listed in the old manifest) are removed before the commit.
+    <output>/<name>.parquet            one data file per work unit, named after its input shard
+    <output>/_commits/<name>.json      the unit's commit record: written after its data file is in place
+    <output>/_job.json                 the identity (model, settings, inputs) of the job the records belong to
+    <output>/_temporary/               files being written; a crash's leftovers are removed by the next run
+    <output>/_manifest.json, _SUCCESS  written last, once every unit is committed
+
+A unit's data is written under ``_temporary/``, then published under its name (a rename, or a
+copy on object stores), then its commit record is written.  A crash at any point leaves the
+unit committed (record present, data complete) or uncommitted (no record; a data file without
+one is rewritten by the next run), never half of it.  ``_SUCCESS`` is withdrawn when a run starts.
+
+A rerun of the same job skips each unit whose record matches (same input file version and
+rows, data file present with the recorded size) and computes the rest.  An output holding
+another job's results is refused unless ``overwrite``.  Only one run may write to an output
+at a time.
 """
 from __future__ import annotations
 
+import hashlib
+import io
 import json
 import logging
-from typing import Any
+import posixpath
+import uuid
+from typing import Any, Optional
 
+import fsspec
+import pyarrow as pa
+import pyarrow.parquet as pq
+from fsspec.implementations.local import LocalFileSystem
+
+from autoload.storage import redact_text, retry
 from jobs.plan import filesystem, join_url
 
 logger = logging.getLogger(__name__)
 
 MANIFEST = "_manifest.json"
 SUCCESS = "_SUCCESS"
+JOB = "_job.json"
+COMMITS = "_commits"
+TEMPORARY = "_temporary"
+_RECORD_SUFFIX = ".json"
+_READ_CHUNK = 500  # commit records fetched per request batch
+_PARTIAL = ".incomplete"  # a local small file being written next to its final name
 
 
-def start(output: str, storage_options: dict[str, Any]) -> list[str]:
-    """Withdraw an earlier run's ``_SUCCESS``; return the data files its manifest listed."""
+class OutputError(ValueError):
+    """The output location can't take this job's results (the message says what to do)."""
+
+
+def fingerprint(identity: dict[str, Any]) -> str:
+    return hashlib.sha256(json.dumps(identity, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def prepare(output: str, storage_options: dict[str, Any], identity: dict[str, Any], expected: dict[str, dict[str, Any]],
+            overwrite: bool) -> dict[str, dict[str, Any]]:
+    """Get the output ready for a run; return the commit records of the units to skip.
+
+    ``expected`` maps each planned unit's output name to what its record must say (input file,
+    its version, row range).  Withdraws ``_SUCCESS``; refuses another job's output unless
+    ``overwrite``; removes temporary leftovers, records of units to recompute, and data files
+    of earlier runs that this run no longer writes.
+    """
     fs, root = filesystem(output, storage_options)
-    success, manifest = join_url(root, SUCCESS), join_url(root, MANIFEST)
-    if fs.exists(success):
-        fs.rm(success)
-    if not fs.exists(manifest):
-        return []
+    shown = redact_text(output)
+    job = fingerprint(identity)
+    # Listings cached by an earlier run in this process would hide what its workers wrote.
+    fs.invalidate_cache()
+    sizes = retry(lambda: _listing(fs, root), f"list the output {output}")
+    if SUCCESS in sizes:
+        retry(lambda: fs.rm(join_url(root, SUCCESS)), f"remove {output}/{SUCCESS}")
+    manifest = _read_json(fs, root, MANIFEST, output) if MANIFEST in sizes else None
+    previous_job = _read_json(fs, root, JOB, output) if JOB in sizes else None
+    records = _read_records(fs, root, output, [p for p in sizes if _is_record(p)])
+    if not overwrite:
+        _refuse_other_jobs(shown, identity, job, manifest, previous_job, records)
+
+    committed = {} if overwrite else {
+        name: record for name, record in records.items()
+        if name in expected and _matches(record, expected[name], sizes.get(name))
+    }
+    earlier = set(records) | _manifest_outputs(manifest)
+    stale = sorted(name for name in earlier - set(expected) if name in sizes)
+    # Records go first: no record may outlive, even for a moment, the data it vouches for.
+    _remove(fs, root, output, [_record_name(n) for n in records if n not in committed]
+            + [p for p in sizes if p.endswith(_PARTIAL)] + ([MANIFEST] if overwrite and manifest else []))
+    if any(p.startswith(TEMPORARY + "/") for p in sizes):
+        remove_temporary(output, storage_options)
+    if stale:
+        logger.info("removing %d file(s) of an earlier run that this run does not write: %s", len(stale),
+                    ", ".join(stale[:5]) + (" ..." if len(stale) > 5 else ""))
+        _remove(fs, root, output, stale)
+    body = (json.dumps({"fingerprint": job, "identity": identity}, indent=2, sort_keys=True, default=str) + "\n").encode()
+    retry(lambda: put_atomic(fs, join_url(root, JOB), body), f"write {output}/{JOB}")
+    if committed:
+        logger.info("resuming in %s: %d of %d output file(s) already committed, skipped", shown, len(committed),
+                    len(expected))
+    return committed
+
+
+def commit_unit(output: str, storage_options: dict[str, Any], relative: str, table: pa.Table,
+                record: dict[str, Any]) -> dict[str, Any]:
+    """Write one unit's data and commit it: temporary name, publish, then the record (returned)."""
+    fs, root = filesystem(output, storage_options)
+    sink = io.BytesIO()
+    pq.write_table(table, sink)
+    data = sink.getvalue()
+    final = join_url(root, relative)
+    temporary = join_url(root, f"{TEMPORARY}/{relative}.{uuid.uuid4().hex}")
+    retry(lambda: _put(fs, temporary, data), f"write {join_url(output, TEMPORARY)}/{relative}")
+    _publish(fs, temporary, final, join_url(output, relative))
+    record = {**record, "output": relative, "bytes": len(data), "sha256": hashlib.sha256(data).hexdigest()}
+    body = (json.dumps(record, indent=1, sort_keys=True) + "\n").encode()
+    retry(lambda: put_atomic(fs, join_url(root, _record_name(relative)), body),
+          f"write the commit record of {join_url(output, relative)}")
+    return record
+
+
+def commit(output: str, storage_options: dict[str, Any], manifest: dict[str, Any], discard: list[str]) -> None:
+    """The run's last writes: the manifest, then ``_SUCCESS``; first the ``discard`` data files
+    (earlier results of input rows that this run could not read) and the temporary files go."""
+    fs, root = filesystem(output, storage_options)
+    _remove(fs, root, output, [_record_name(n) for n in discard] + discard)
+    remove_temporary(output, storage_options)
+    body = (json.dumps(manifest, indent=2, sort_keys=True, default=str) + "\n").encode()
+    retry(lambda: put_atomic(fs, join_url(root, MANIFEST), body), f"write {output}/{MANIFEST}")
+    retry(lambda: put_atomic(fs, join_url(root, SUCCESS), b""), f"write {output}/{SUCCESS}")
+
+
+def remove_temporary(output: str, storage_options: dict[str, Any]) -> None:
+    fs, root = filesystem(output, storage_options)
+    path = join_url(root, TEMPORARY)
     try:
-        with fs.open(manifest, "rb") as handle:
-            previous = json.load(handle)
-        return [f for shard in previous.get("shards", []) for f in shard.get("outputs", [])]
-    except (json.JSONDecodeError, AttributeError, TypeError) as err:
-        logger.warning("ignoring the unreadable earlier manifest %s (%s)", manifest, err)
-        return []
+        retry(lambda: fs.rm(path, recursive=True), f"remove {output}/{TEMPORARY}")
+    except FileNotFoundError:
+        pass  # nothing was left there
 
 
-def commit(output: str, storage_options: dict[str, Any], manifest: dict[str, Any], previous: list[str]) -> None:
-    fs, root = filesystem(output, storage_options)
-    current = {f for shard in manifest["shards"] for f in shard["outputs"]}
-    for stale in sorted(set(previous) - current):
-        path = join_url(root, stale)
-        if fs.exists(path):
-            logger.info("removing %s: written by an earlier run, not part of this one", path)
-            fs.rm(path)
-    with fs.open(join_url(root, MANIFEST), "wb") as handle:
-        handle.write((json.dumps(manifest, indent=2, sort_keys=True, default=str) + "\n").encode())
-    with fs.open(join_url(root, SUCCESS), "wb") as handle:
-        handle.write(b"")
+def put_atomic(fs: fsspec.AbstractFileSystem, path: str, data: bytes) -> None:
+    """A small object that appears whole or not at all: one PUT on object stores; on local
+    disks a temporary file renamed into place."""
+    if isinstance(fs, LocalFileSystem):
+        partial = f"{path}.{uuid.uuid4().hex}{_PARTIAL}"
+        _put(fs, partial, data)
+        fs.mv(partial, path)
+    else:
+        fs.pipe_file(path, data)
+
+
+def _put(fs: fsspec.AbstractFileSystem, path: str, data: bytes) -> None:
+    fs.makedirs(posixpath.dirname(path), exist_ok=True)
+    fs.pipe_file(path, data)
+
+
+def _publish(fs: fsspec.AbstractFileSystem, temporary: str, final: str, shown: str) -> None:
+    """Move a written file to its final name: a rename on local disks, a server-side copy on object stores."""
+    if isinstance(fs, LocalFileSystem):
+        retry(lambda: fs.mv(temporary, final), f"publish {shown}")
+        return
+    retry(lambda: fs.copy(temporary, final), f"publish {shown}")
+    try:
+        retry(lambda: fs.rm(temporary), f"remove the temporary copy of {shown}")
+    except FileNotFoundError:
+        pass  # an earlier attempt removed it and only the answer was lost
+
+
+def _listing(fs: fsspec.AbstractFileSystem, root: str) -> dict[str, int]:
+    """Relative path → size of every file under the output ({} when it doesn't exist yet)."""
+    try:
+        found = fs.find(root, detail=True)
+    except FileNotFoundError:
+        return {}
+    return {posixpath.relpath(path, root): int(info.get("size") or 0) for path, info in found.items()}
+
+
+def _is_record(relative: str) -> bool:
+    return relative.startswith(COMMITS + "/") and relative.endswith(_RECORD_SUFFIX)
+
+
+def _record_name(output_name: str) -> str:
+    return f"{COMMITS}/{output_name}{_RECORD_SUFFIX}"
+
+
+def _read_json(fs: fsspec.AbstractFileSystem, root: str, name: str, output: str) -> Optional[dict[str, Any]]:
+    """A JSON object stored in the output, or None (with a warning) when unreadable."""
+    try:
+        data = json.loads(retry(lambda: fs.cat_file(join_url(root, name)), f"read {output}/{name}"))
+    except (json.JSONDecodeError, UnicodeDecodeError, FileNotFoundError) as err:
+        logger.warning("ignoring the unreadable %s/%s (%s)", redact_text(output), name, err)
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def _read_records(fs: fsspec.AbstractFileSystem, root: str, output: str, paths: list[str]) -> dict[str, dict[str, Any]]:
+    """Output name → commit record.  A record cut short by a crash is no record: left out here,
+    it is removed and its unit recomputed."""
+    records: dict[str, dict[str, Any]] = {}
+    for start in range(0, len(paths), _READ_CHUNK):
+        chunk = [join_url(root, p) for p in paths[start:start + _READ_CHUNK]]
+        contents = retry(lambda: fs.cat(chunk, on_error="omit"), f"read commit records in {output}/{COMMITS}")
+        for path, body in contents.items():
+            relative = posixpath.relpath(path, root)
+            name = relative[len(COMMITS) + 1:-len(_RECORD_SUFFIX)]
+            try:
+                record = json.loads(body)
+            except (json.JSONDecodeError, UnicodeDecodeError):
+                record = None
+            if isinstance(record, dict) and record.get("output") == name:
+                records[name] = record
+            else:
+                logger.warning("ignoring the unreadable commit record %s/%s; its unit is recomputed",
+                               redact_text(output), relative)
+                records.setdefault(name, {})
+    return records
+
+
+def _matches(record: dict[str, Any], expected: dict[str, Any], size: Optional[int]) -> bool:
+    return all(record.get(k) == v for k, v in expected.items()) and size is not None and size == record.get("bytes")
+
+
+def _manifest_outputs(manifest: Optional[dict[str, Any]]) -> set[str]:
+    try:
+        return {f for shard in (manifest or {}).get("shards", []) for f in shard.get("outputs", [])}
+    except (AttributeError, TypeError):
+        return set()
+
+
+def _refuse_other_jobs(shown: str, identity: dict[str, Any], job: str, manifest: Optional[dict[str, Any]],
+                       previous_job: Optional[dict[str, Any]], records: dict[str, dict[str, Any]]) -> None:
+    """Raise when anything in the output was written by a job with another identity."""
+    theirs: Optional[dict[str, Any]] = None
+    for found in (previous_job, manifest):
+        if found is not None and found.get("fingerprint") != job:
+            theirs = found
+            break
+    foreign = [name for name, record in records.items() if record and record.get("job") != job]
+    if theirs is None and not foreign:
+        return
+    if theirs is not None and isinstance(theirs.get("identity"), dict):
+        other = theirs["identity"]
+        differences = "; ".join(f"{key}: {_short(other.get(key))} there, {_short(identity.get(key))} now"
+                                for key in sorted(set(identity) | set(other)) if identity.get(key) != other.get(key))
+    else:
+        differences = f"written by another or an older job ({len(foreign) or 'no'} commit record(s) of it)"
+    raise OutputError(
+        f"The output {shown} holds results of a different job ({differences or 'another job fingerprint'}). Mixing "
+        "them would give an output that no single job produced: write to another --output, or pass --overwrite to "
+        "replace its results."
+    )
+
+
+def _short(value: Any) -> str:
+    text = json.dumps(value, default=str)
+    return text[:15] + "…" if len(text) > 40 and text.startswith('"') else text
+
+
+def _remove(fs: fsspec.AbstractFileSystem, root: str, output: str, names: list[str]) -> None:
+    """Delete files by relative name; names already gone are no error."""
+    paths = [join_url(root, n) for n in names]
+    if not paths:
+        return
+    if not isinstance(fs, LocalFileSystem):
+        try:
+            # Object stores delete up to 1,000 keys per request, and a missing key is no error.
+            retry(lambda: fs.rm(paths), f"remove {len(paths)} file(s) in {output}")
+            return
+        except FileNotFoundError:
+            pass  # a filesystem that does mind: delete one by one below
+    for path in paths:
+        try:
+            retry(lambda: fs.rm_file(path), f"remove {redact_text(output)}/{posixpath.relpath(path, root)}")
+        except FileNotFoundError:
+            pass

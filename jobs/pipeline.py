@@ -1,9 +1,13 @@
 """The Ray Data pipeline: work units → read + tokenize (CPU tasks) → model actor pool → sink.
 
 Each work unit (a row range of one input shard, see ``jobs.plan``) travels as one block
-from start to end, so the sink writes one complete output file per unit.  The stages'
-timings and token counts ride along as internal ``__`` columns and come back from the sink
-as one small stats row per unit.
+from start to end, so the sink writes and commits one complete output file per unit
+(``jobs.output``).  The stages' timings and token counts ride along as internal ``__``
+columns and come back from the sink as one small stats row per unit.
+
+Ray retries whatever a dying worker was doing: actors are restarted and their batches run
+again, write tasks are rerun.  That is safe because every unit's output has one deterministic
+name and is published whole, so a batch that runs twice still yields each row exactly once.
 """
 from __future__ import annotations
 
@@ -19,21 +23,34 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import ray
-from fsspec.implementations.local import LocalFileSystem
 
-from actors.common import ERROR, PADDED, ROW, SECONDS, SOURCE, TOKENS, UNIT, seconds_column, valid_rows
+from actors.common import ERROR, PADDED, ROW, SECONDS, SOURCE, TOKENS, TRUNCATED, UNIT, seconds_column, valid_rows
 from actors.tokenize import Tokenize
-from jobs.plan import Plan, filesystem, join_url
+from autoload.storage import StorageError, object_version, redact_text, retry
+from jobs import output
+from jobs.plan import Plan, Unit, filesystem
 from jobs.spec import JobSpec
 
 logger = logging.getLogger(__name__)
 
-# Carried from the reader to the sink: where the unit's rows go and how many there must be.
+# Carried from the reader to the sink: where the unit's rows go, how many there must be, and
+# the version of the input file they were read from (for the commit record).
 OUTPUT = "__output"
 UNIT_ROWS = "__unit_rows"
+VERSION = "__version"
 STAGES = ("read", "tokenize", "model", "write")
 # Bad-row messages kept per unit for the manifest (all bad rows are counted).
 _ERRORS_KEPT = 5
+# A batch whose actor dies is retried on a restarted actor; one that kills its actor this many
+# times (a poison batch) fails the job instead of looping forever.  Actors themselves restart
+# without limit: on preemptible nodes they die for reasons unrelated to their work.
+MODEL_ACTOR_FAULTS = {"max_restarts": -1, "max_task_retries": 4}
+# Write tasks rerun after their worker dies: a unit's publish-then-record commit is idempotent.
+WRITE_TASK_RETRIES = 4
+
+
+class BadShardError(ValueError):
+    """An input file can't be read (corrupt, truncated, or changed since the job planned)."""
 
 
 @dataclass
@@ -80,57 +97,102 @@ def plan_resources(spec: JobSpec, cluster: dict[str, float]) -> Resources:
                      tokenize_actors=max(1, int(total_cpus) // 8))
 
 
-def unit_items(plan: Plan) -> list[dict[str, Any]]:
-    """One small dict per unit: which row groups of which file to read and where it goes."""
+def unit_items(plan: Plan, units: Optional[list[Unit]] = None) -> list[dict[str, Any]]:
+    """One small dict per unit (all of the plan's by default): which row groups of which file
+    to read, the file's planned version, and where the rows go."""
     items = []
-    for unit in plan.units:
+    for unit in plan.units if units is None else units:
         shard = plan.shards[unit.shard]
         starts = np.concatenate([[0], np.cumsum(shard.row_group_rows)])
         groups = [g for g in range(len(shard.row_group_rows)) if starts[g] < unit.row_stop and starts[g + 1] > unit.row_start]
         items.append({"unit": unit.index, "url": shard.url, "name": shard.name, "row_groups": groups,
                       "skip": unit.row_start - int(starts[groups[0]]), "row_start": unit.row_start,
-                      "rows": unit.row_stop - unit.row_start, "output": unit.output})
+                      "rows": unit.row_stop - unit.row_start, "output": unit.output, "version": shard.version})
     return items
 
 
 # -- read (CPU tasks, fused into the tokenize actors) ---------------------------------------------------------------
 def read_unit(item: dict[str, Any], columns: list[str], storage_options: dict[str, Any]) -> pa.Table:
-    """A unit's rows (only ``columns``) plus where they came from and where they go."""
+    """A unit's rows (only ``columns``) plus where they came from and where they go.
+
+    Raises :class:`BadShardError` when the file changed since the job planned it: its rows
+    would not be the planned ones.
+    """
     fs, path = filesystem(item["url"], storage_options)
+    if item["version"] and object_version(fs.info(path)) != item["version"]:
+        raise BadShardError(f"{redact_text(item['url'])} changed while the job ran; rerun the job to plan it again")
     with fs.open(path, "rb") as handle:
         table = pq.ParquetFile(handle).read_row_groups(item["row_groups"], columns=columns)
     rows = item["rows"]
     table = table.slice(item["skip"], rows)
+    if table.num_rows != rows:
+        raise BadShardError(f"{redact_text(item['url'])} has {table.num_rows} rows from row {item['row_start']}, "
+                            f"its footer promised {rows}")
     return (table.append_column(UNIT, pa.array(np.full(rows, item["unit"], dtype=np.int32)))
-            .append_column(SOURCE, pa.DictionaryArray.from_arrays(np.zeros(rows, np.int32), [item["name"]]))
+            .append_column(SOURCE, _constant(item["name"], rows))
             .append_column(ROW, pa.array(np.arange(item["row_start"], item["row_start"] + rows, dtype=np.int64)))
-            .append_column(OUTPUT, pa.DictionaryArray.from_arrays(np.zeros(rows, np.int32), [item["output"]]))
-            .append_column(UNIT_ROWS, pa.array(np.full(rows, rows, dtype=np.int32))))
+            .append_column(OUTPUT, _constant(item["output"], rows))
+            .append_column(UNIT_ROWS, pa.array(np.full(rows, rows, dtype=np.int32)))
+            .append_column(VERSION, _constant(item["version"], rows)))
 
 
-def read_units(batch: pa.Table, *, columns: list[str], storage_options: dict[str, Any]) -> pa.Table:
-    """Ray Data fuses this into the tokenize actors: the file is read where it is tokenized."""
+def _constant(value: str, rows: int) -> pa.DictionaryArray:
+    return pa.DictionaryArray.from_arrays(np.zeros(rows, np.int32), [value])
+
+
+def read_units(batch: pa.Table, *, columns: list[str], storage_options: dict[str, Any], on_bad_shard: str) -> pa.Table:
+    """Ray Data fuses this into the tokenize actors: the file is read where it is tokenized.
+
+    A unit that can't be read fails the job naming its file, or under ``on_bad_shard="skip"``
+    yields no rows (the driver finds it missing and records why).  Storage errors that outlast
+    their retries always fail the job: the file may be fine.
+    """
     tables = []
     for item in batch.to_pylist():
         started = time.perf_counter()
-        table = read_unit(item, columns, storage_options)
+        try:
+            table = retry(lambda: read_unit(item, columns, storage_options), f"read {item['url']}")
+        except StorageError:
+            raise
+        except Exception as err:  # a corrupt file raises whatever its decoder raises
+            problem = bad_shard_message(item, err)
+            if on_bad_shard != "skip":
+                raise BadShardError(f"{problem}. Replace the file, or rerun with --on-bad-shard skip to leave it out "
+                                    "(recorded in the manifest).") from err
+            logger.warning("%s; skipping its rows (--on-bad-shard skip)", problem)
+            continue
         tables.append(table.append_column(SECONDS + "read", seconds_column(time.perf_counter() - started, table.num_rows)))
-    return pa.concat_tables(tables)
+    return pa.concat_tables(tables) if tables else _no_rows(columns)
+
+
+def bad_shard_message(item: dict[str, Any], err: BaseException) -> str:
+    reason = str(err) if isinstance(err, BadShardError) else f"{type(err).__name__}: {err}"
+    return (f"Can't read rows {item['row_start']}-{item['row_start'] + item['rows'] - 1} of input {item['name']} "
+            f"({redact_text(item['url'])}): {redact_text(reason)}")
+
+
+def _no_rows(columns: list[str]) -> pa.Table:
+    """An empty block for the later stages, which handle any number of rows."""
+    names = [*columns, UNIT, SOURCE, ROW, OUTPUT, UNIT_ROWS, VERSION, SECONDS + "read"]
+    types = [pa.string()] * len(columns) + [pa.int32(), pa.dictionary(pa.int32(), pa.string()), pa.int64(),
+                                            pa.dictionary(pa.int32(), pa.string()), pa.int32(),
+                                            pa.dictionary(pa.int32(), pa.string()), pa.float64()]
+    return pa.table([pa.array([], type=t) for t in types], names=names)
 
 
 # -- sink (CPU tasks) --------------------------------------------------------------------------
-def write_units(batch: pa.Table, *, output: str, storage_options: dict[str, Any], id_column: Optional[str],
+def write_units(batch: pa.Table, *, output: str, storage_options: dict[str, Any], job: str, id_column: Optional[str],
                 keep_columns: list[str], result_columns: list[str]) -> pa.Table:
-    """Write each unit in the batch to its own file; return one stats row per unit."""
+    """Write and commit each unit in the batch as its own file; return one stats row per unit."""
     stats = []
     units = batch[UNIT].to_numpy()
     for unit in np.unique(units):
         rows = batch.filter(pa.array(units == unit))
-        stats.append(_write_unit(rows, output, storage_options, id_column, keep_columns, result_columns))
+        stats.append(_write_unit(rows, output, storage_options, job, id_column, keep_columns, result_columns))
     return pa.Table.from_pylist(stats)
 
 
-def _write_unit(rows: pa.Table, output: str, storage_options: dict[str, Any], id_column: Optional[str],
+def _write_unit(rows: pa.Table, output_url: str, storage_options: dict[str, Any], job: str, id_column: Optional[str],
                 keep_columns: list[str], result_columns: list[str]) -> dict[str, Any]:
     started = time.perf_counter()
     relative = rows[OUTPUT][0].as_py()
@@ -144,50 +206,49 @@ def _write_unit(rows: pa.Table, output: str, storage_options: dict[str, Any], id
         ids = rows[id_column]
     else:
         ids = pc.binary_join_element_wise(rows[SOURCE].cast(pa.string()), pc.cast(rows[ROW], pa.string()), "#")
-    columns = {"id": ids, **{c: rows[c] for c in keep_columns}, **{c: rows[c] for c in result_columns}}
+    columns = {"id": ids, **{c: rows[c] for c in keep_columns}, **{c: rows[c] for c in result_columns},
+               TRUNCATED: rows[TRUNCATED]}
     valid = valid_rows(rows)
     if ERROR in rows.column_names:
         columns[ERROR] = rows[ERROR]
-    table = pa.table(columns)
-    path = join_url(output, relative)
-    fs, fs_path = filesystem(path, storage_options)
-    fs.makedirs(fs_path.rsplit("/", 1)[0], exist_ok=True)
-    if isinstance(fs, LocalFileSystem):
-        # Local files appear whole or not at all; object stores commit on close anyway.
-        partial = fs_path + ".incomplete"
-        pq.write_table(table, partial)
-        fs.mv(partial, fs_path)
-    else:
-        with fs.open(fs_path, "wb") as handle:
-            pq.write_table(table, handle)
-    seconds = {stage: float(pc.sum(rows[SECONDS + stage]).as_py() or 0.0) for stage in STAGES[:-1]}
-    seconds["write"] = time.perf_counter() - started
     source = rows[SOURCE][0].as_py()
     errors = ([f"{source} row {r}: {e}" for r, e in zip(row_index.tolist(), rows[ERROR].to_pylist()) if e][:_ERRORS_KEPT]
               if ERROR in rows.column_names else [])
-    return {
-        "unit": int(rows[UNIT][0].as_py()), "output": relative, "rows": rows.num_rows,
-        "tokens": int(pc.sum(rows[TOKENS]).as_py() or 0),
-        "padded_tokens": int(pc.sum(rows[PADDED]).as_py() or 0),
-        "bad_rows": int((~valid).sum()), "errors": json.dumps(errors),
-        "seconds": json.dumps(seconds),
-    }
+    seconds = {stage: float(pc.sum(rows[SECONDS + stage]).as_py() or 0.0) for stage in STAGES[:-1]}
+    stats = {"tokens": int(pc.sum(rows[TOKENS]).as_py() or 0), "padded_tokens": int(pc.sum(rows[PADDED]).as_py() or 0),
+             "bad_rows": int((~valid).sum()), "truncated": int(pc.sum(rows[TRUNCATED]).as_py() or 0), "errors": errors,
+             "seconds": seconds}
+    record = {"job": job, "input": source, "input_version": rows[VERSION][0].as_py(), "row_start": int(row_index[0]),
+              "row_stop": int(row_index[0]) + expected, "rows": expected, "stats": stats}
+    # The write's own time is in the stats row, not in the record written before it ends.
+    output.commit_unit(output_url, storage_options, relative, pa.table(columns), record)
+    seconds["write"] = time.perf_counter() - started
+    return stats_row(int(rows[UNIT][0].as_py()), relative, expected, stats)
+
+
+def stats_row(unit: int, relative: str, rows: int, stats: dict[str, Any]) -> dict[str, Any]:
+    """One unit's counts as the driver collects them (nested values as JSON: one Arrow row)."""
+    return {"unit": unit, "output": relative, "rows": rows, "tokens": stats["tokens"],
+            "padded_tokens": stats["padded_tokens"], "bad_rows": stats["bad_rows"], "truncated": stats["truncated"],
+            "errors": json.dumps(stats["errors"]), "seconds": json.dumps(stats["seconds"])}
 
 
 # -- the pipeline ------------------------------------------------------------------------------
-def run(spec: JobSpec, plan: Plan, stage_class: type, stage_kwargs: dict[str, Any], tokenizer_kwargs: dict[str, Any],
-        result_columns: list[str], resources: Resources) -> list[dict[str, Any]]:
-    """Execute the pipeline; return the sink's stats rows (one per unit, in unit order)."""
+def run(spec: JobSpec, plan: Plan, units: list[Unit], job: str, stage_class: type, stage_kwargs: dict[str, Any],
+        tokenizer_kwargs: dict[str, Any], result_columns: list[str], resources: Resources) -> list[dict[str, Any]]:
+    """Compute and commit ``units`` (of ``plan``) for the job with fingerprint ``job``; return the
+    sink's stats rows, one per unit in unit order (none for units skipped as unreadable)."""
     context = ray.data.DataContext.get_current()
     # No block splitting: a unit must reach the sink as one block to become one whole file.
     context.target_max_block_size = None
     context.enable_progress_bars = True
     # A user-code error (a bad row) arrives as itself, not as a generic UserCodeException.
     context.raise_original_map_exception = True
-    items = unit_items(plan)
+    items = unit_items(plan, units)
     ds = ray.data.from_items(items, override_num_blocks=len(items))
     ds = ds.map_batches(read_units, batch_size=None, batch_format="pyarrow", num_cpus=resources.task_cpus,
-                        fn_kwargs={"columns": plan.columns, "storage_options": spec.storage_options})
+                        fn_kwargs={"columns": plan.columns, "storage_options": spec.storage_options,
+                                   "on_bad_shard": spec.on_bad_shard})
     # Tokenizers load once per actor; a separate CPU pool keeps tokenizing off the model actors.
     ds = ds.map_batches(
         Tokenize, batch_size=None, batch_format="pyarrow", num_cpus=resources.task_cpus,
@@ -200,11 +261,11 @@ def run(spec: JobSpec, plan: Plan, stage_class: type, stage_kwargs: dict[str, An
         # step by step; two blocks in flight per actor keep it fed without hoarding the tail.
         compute=ray.data.ActorPoolStrategy(min_size=resources.min_actors, max_size=resources.max_actors,
                                            initial_size=resources.max_actors, max_tasks_in_flight_per_actor=2),
-        fn_constructor_kwargs=stage_kwargs,
+        fn_constructor_kwargs=stage_kwargs, **MODEL_ACTOR_FAULTS,
     )
     ds = ds.map_batches(
-        write_units, batch_size=None, batch_format="pyarrow", num_cpus=resources.task_cpus,
-        fn_kwargs={"output": spec.output, "storage_options": spec.storage_options, "id_column": spec.id_column,
+        write_units, batch_size=None, batch_format="pyarrow", num_cpus=resources.task_cpus, max_retries=WRITE_TASK_RETRIES,
+        fn_kwargs={"output": spec.output, "storage_options": spec.storage_options, "job": job, "id_column": spec.id_column,
                    "keep_columns": spec.keep_columns, "result_columns": result_columns},
     )
     stats: list[dict[str, Any]] = []

@@ -2,7 +2,8 @@
 
 A work unit is a row range of one input shard and becomes exactly one output file, named
 after the shard, so a rerun writes the same names (overwrite, never duplicate).  Every check
-that can fail on the input (no files, missing columns, unreadable footers) fails here.
+that can fail on the input (no files, missing columns or columns of the wrong type,
+unreadable footers, an output inside an input) fails here, before Ray starts.
 """
 from __future__ import annotations
 
@@ -10,17 +11,24 @@ import logging
 import posixpath
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any, Iterable
+from typing import Any, Iterable, Optional
 
 import fsspec
 import numpy as np
+import pyarrow as pa
 import pyarrow.parquet as pq
 from fsspec.implementations.local import LocalFileSystem
+
+from autoload.storage import object_version, redact_text, retry
 
 logger = logging.getLogger(__name__)
 
 PARQUET_SUFFIXES = (".parquet", ".parq", ".pq")
 _FOOTER_THREADS = 16
+_GLOB_CHARS = "*?["
+# Arrow types a text column may have; all-null columns (type null) are bad rows, not a bad column.
+_TEXT_TYPES = (pa.types.is_string, pa.types.is_large_string, pa.types.is_string_view, pa.types.is_binary,
+               pa.types.is_large_binary, pa.types.is_binary_view, pa.types.is_null)
 
 
 class InputError(ValueError):
@@ -33,6 +41,8 @@ class Shard:
     name: str         # path relative to the input root: ids and output names derive from it
     num_rows: int
     row_group_rows: tuple[int, ...]
+    version: str = ""             # ETag or mtime, and size: a changed file is recomputed on resume
+    error: Optional[str] = None   # why it can't be read, when skipped under --on-bad-shard skip
 
 
 @dataclass(frozen=True)
@@ -54,6 +64,10 @@ class Plan:
     def num_rows(self) -> int:
         return sum(s.num_rows for s in self.shards)
 
+    @property
+    def bad_shards(self) -> list[Shard]:
+        return [s for s in self.shards if s.error]
+
 
 def filesystem(url: str, storage_options: dict[str, Any]) -> tuple[fsspec.AbstractFileSystem, str]:
     """fsspec filesystem and in-filesystem path for a URL or local path."""
@@ -62,6 +76,24 @@ def filesystem(url: str, storage_options: dict[str, Any]) -> tuple[fsspec.Abstra
 
 def join_url(root: str, relative: str) -> str:
     return root.rstrip("/") + "/" + relative
+
+
+def check_output_location(inputs: Iterable[str], output: str, storage_options: dict[str, Any]) -> None:
+    """Refuse an output equal to or inside an input: the next run would read the job's own
+    output files as input (and a glob or prefix would keep growing)."""
+    out_fs, out_path = filesystem(output, storage_options)
+    out_path = posixpath.normpath(out_path)
+    for item in inputs:
+        in_fs, in_path = filesystem(item, storage_options)
+        if in_fs.protocol != out_fs.protocol:
+            continue
+        if any(ch in in_path for ch in _GLOB_CHARS):  # a glob reaches everything below its fixed part
+            in_path = in_path[: min(in_path.index(ch) for ch in _GLOB_CHARS if ch in in_path)].rsplit("/", 1)[0]
+        root = posixpath.normpath(in_path)
+        if out_path == root or out_path.startswith(root.rstrip("/") + "/"):
+            raise InputError(f"The output {redact_text(output)} is {'the same as' if out_path == root else 'inside'} the input "
+                             f"{redact_text(item)}: the next run would read this job's output files as input. "
+                             "Choose an output location outside every input.")
 
 
 def _full_url(fs: fsspec.AbstractFileSystem, path: str) -> str:
@@ -78,24 +110,16 @@ def list_shards(inputs: Iterable[str], storage_options: dict[str, Any]) -> list[
     found: dict[str, str] = {}
     for item in inputs:
         fs, path = filesystem(item, storage_options)
+        shown = redact_text(item)
         try:
-            if any(ch in path for ch in "*?["):
-                root = path[: min(path.index(ch) for ch in "*?[" if ch in path)].rsplit("/", 1)[0]
-                paths = [p for p in fs.glob(path) if fs.isfile(p)]
-            elif fs.isfile(path):
-                root, paths = posixpath.dirname(path), [path]
-            elif fs.isdir(path):
-                root = path.rstrip("/")
-                paths = [p for p in fs.find(root) if _is_data_file(posixpath.relpath(p, root))]
-            else:
-                raise InputError(f"Input {item} does not exist (no such file, directory or prefix).")
-        except InputError:
-            raise
+            root, paths = retry(lambda: _list(fs, path), f"list input {item}")
         except Exception as err:  # storage errors come in many types; name the input in any case
-            raise InputError(f"Can't list input {item}: {type(err).__name__}: {err}") from err
+            raise InputError(f"Can't list input {shown}: {type(err).__name__}: {redact_text(str(err))}") from err
+        if root is None:
+            raise InputError(f"Input {shown} does not exist (no such file, directory or prefix).")
         paths = [p for p in paths if p.endswith(PARQUET_SUFFIXES)]
         if not paths:
-            raise InputError(f"No Parquet files found in input {item} (looked for {', '.join('*' + s for s in PARQUET_SUFFIXES)}).")
+            raise InputError(f"No Parquet files found in input {shown} (looked for {', '.join('*' + s for s in PARQUET_SUFFIXES)}).")
         for p in paths:
             found.setdefault(_full_url(fs, p), posixpath.relpath(p, root) if root else p)
     names = sorted(found.values())
@@ -106,36 +130,75 @@ def list_shards(inputs: Iterable[str], storage_options: dict[str, Any]) -> list[
     return sorted(found.items(), key=lambda item: item[1])
 
 
+def _list(fs: fsspec.AbstractFileSystem, path: str) -> tuple[Optional[str], list[str]]:
+    """(root that names are relative to, file paths) of one input; root None when it doesn't exist.
+
+    An input is a file, a directory/prefix (searched recursively, skipping ``_*`` and ``.*``
+    names such as ``_SUCCESS``), or a glob.
+    """
+    if any(ch in path for ch in _GLOB_CHARS):
+        root = path[: min(path.index(ch) for ch in _GLOB_CHARS if ch in path)].rsplit("/", 1)[0]
+        return root, [p for p in fs.glob(path) if fs.isfile(p)]
+    if fs.isfile(path):
+        return posixpath.dirname(path), [path]
+    if fs.isdir(path):
+        root = path.rstrip("/")
+        return root, [p for p in fs.find(root) if _is_data_file(posixpath.relpath(p, root))]
+    return None, []
+
+
 def _is_data_file(relative: str) -> bool:
     return not any(part.startswith(("_", ".")) for part in relative.split("/"))
 
 
-def read_shard(url: str, name: str, columns: list[str], storage_options: dict[str, Any]) -> Shard:
-    """Footer of one file: row counts, and a check that every needed column is there."""
+def read_shard(url: str, name: str, columns: list[str], storage_options: dict[str, Any],
+               text_columns: Iterable[str] = (), on_bad_shard: str = "error") -> Shard:
+    """Footer of one file: row counts, version, and a check that every needed column is there
+    and the text columns hold text.  An unreadable footer fails naming the file, or with
+    ``on_bad_shard="skip"`` gives a shard with no rows and the reason in ``error``."""
     fs, path = filesystem(url, storage_options)
-    try:
+    shown = redact_text(url)
+
+    def footer() -> tuple[Any, str]:
+        version = object_version(fs.info(path))
         with fs.open(path, "rb") as handle:
-            metadata = pq.ParquetFile(handle).metadata
-            schema = metadata.schema.to_arrow_schema()
+            return pq.ParquetFile(handle).metadata, version
+
+    try:
+        metadata, version = retry(footer, f"read the Parquet footer of {url}")
+        schema = metadata.schema.to_arrow_schema()
     except Exception as err:
-        raise InputError(f"Can't read the Parquet footer of {url}: {type(err).__name__}: {err}") from err
+        reason = f"Can't read the Parquet footer of {shown}: {type(err).__name__}: {redact_text(str(err))}"
+        if on_bad_shard == "skip" and not isinstance(err, OSError):  # storage trouble is not a bad file
+            logger.warning("%s; skipping it (--on-bad-shard skip)", reason)
+            return Shard(url=url, name=name, num_rows=0, row_group_rows=(), error=reason)
+        raise InputError(f"{reason}. Replace the file, or rerun with --on-bad-shard skip to leave it out.") from err
     missing = [c for c in columns if c not in schema.names]
     if missing:
-        raise InputError(f"Column(s) {', '.join(map(repr, missing))} not found in {url}; its columns are "
+        raise InputError(f"Column(s) {', '.join(map(repr, missing))} not found in {shown}; its columns are "
                          f"{', '.join(schema.names)}. Pass the right --text-column / --id-column / --keep-columns.")
+    for column in text_columns:
+        kind = schema.field(column).type
+        if not any(check(kind) for check in _TEXT_TYPES):
+            raise InputError(f"Column {column!r} in {shown} holds {kind}, not text (string or UTF-8 binary). "
+                             "Pass the text column with --text-column / --text-pair-column.")
     groups = tuple(metadata.row_group(i).num_rows for i in range(metadata.num_row_groups))
-    return Shard(url=url, name=name, num_rows=metadata.num_rows, row_group_rows=groups)
+    return Shard(url=url, name=name, num_rows=metadata.num_rows, row_group_rows=groups, version=version)
 
 
-def plan(inputs: list[str], columns: list[str], max_rows_per_file: int, storage_options: dict[str, Any]) -> Plan:
+def plan(inputs: list[str], columns: list[str], max_rows_per_file: int, storage_options: dict[str, Any],
+         text_columns: Iterable[str] = (), on_bad_shard: str = "error") -> Plan:
     listed = list_shards(inputs, storage_options)
     logger.info("reading the footers of %d input file(s)", len(listed))
+    text_columns = list(text_columns)
     with ThreadPoolExecutor(_FOOTER_THREADS) as pool:
-        shards = list(pool.map(lambda item: read_shard(item[0], item[1], columns, storage_options), listed))
+        shards = list(pool.map(lambda item: read_shard(item[0], item[1], columns, storage_options, text_columns,
+                                                       on_bad_shard), listed))
     units: list[Unit] = []
     for index, shard in enumerate(shards):
         if shard.num_rows == 0:
-            logger.warning("%s has no rows: no output file for it", shard.url)
+            if not shard.error:
+                logger.warning("%s has no rows: no output file for it", redact_text(shard.url))
             continue
         pieces = -(-shard.num_rows // max_rows_per_file)
         bounds = np.linspace(0, shard.num_rows, pieces + 1).astype(int)

@@ -14,15 +14,14 @@ from typing import Any, Optional
 
 import yaml
 
-from actors.common import BAD_ROW_POLICIES, DTYPES, EMBEDDING_DTYPES, POOLINGS
+from actors.common import BAD_ROW_POLICIES, DTYPES, EMBEDDING_DTYPES, POOLINGS, TRUNCATED
+from autoload.storage import redact_options, redact_text
 
 TASKS = ("embed", "classify")
+BAD_SHARD_POLICIES = ("error", "skip")
 
 DEMO_INPUT = "data/sample"
 DEMO_OUTPUT = "demo_output"
-
-# Keys in storage options whose values must never reach the manifest or the logs.
-_SECRET_WORDS = ("secret", "key", "token", "password", "credential", "session")
 
 
 class SpecError(ValueError):
@@ -53,25 +52,24 @@ class JobSpec:
     actors: Optional[tuple[int, int]] = None
     max_rows_per_file: int = 50_000
     on_bad_row: str = "error"
+    on_bad_shard: str = "error"
+    overwrite: bool = False
     storage_options: dict[str, Any] = field(default_factory=dict)
     cache_dir: Optional[str] = None
     ray_address: Optional[str] = None
 
     def to_dict(self, redact: bool = True) -> dict[str, Any]:
-        """Plain JSON-able dict; storage-option secrets replaced by "***" unless ``redact=False``."""
+        """Plain JSON-able dict; credentials (storage-option secrets, passwords in URLs) replaced by
+        "***" unless ``redact=False``."""
         data = {f.name: getattr(self, f.name) for f in fields(self)}
         data["actors"] = list(self.actors) if self.actors else None
         if redact:
-            data["storage_options"] = _redact(self.storage_options)
+            data["storage_options"] = redact_options(self.storage_options)
+            data["input"] = [redact_text(url) for url in self.input]
+            for name in ("model", "output", "cache_dir", "ray_address"):
+                if data[name]:
+                    data[name] = redact_text(data[name])
         return data
-
-
-def _redact(value: Any, key: str = "") -> Any:
-    if isinstance(value, dict):
-        return {k: _redact(v, str(k)) for k, v in value.items()}
-    if any(word in key.lower() for word in _SECRET_WORDS) and not key.lower().endswith(("_url", "_name")):
-        return "***"
-    return value
 
 
 # Parsers of a setting's value, from a flag (a string) or a spec file (any YAML value).
@@ -160,7 +158,7 @@ OPTIONS: dict[str, tuple[dict[str, Any], Any]] = {
     "task": ({"choices": TASKS, "help": "embed: sentence embeddings; classify: sequence-classification labels and scores (default: embed)"}, _choice(TASKS)),
     "model": ({"metavar": "REF", "help": "model directory, file or fsspec URL (s3://bucket/model/); default: the packaged all-MiniLM-L6-v2 (demo)"}, _str),
     "input": ({"metavar": "URL", "action": "append", "help": "Parquet input: a file, a directory/prefix (searched recursively), a glob, or a comma-separated list; repeatable (default: data/sample, created if missing: the demo)"}, _inputs),
-    "output": ({"metavar": "URL", "help": "output directory URL; one Parquet file per input shard, plus _manifest.json and _SUCCESS (default: demo_output)"}, _str),
+    "output": ({"metavar": "URL", "help": "output directory URL, not inside an input; one Parquet file per input shard, each committed with a record in _commits/, then _manifest.json and _SUCCESS. A rerun resumes: committed files are skipped (default: demo_output)"}, _str),
     "text_column": ({"metavar": "NAME", "help": "column holding the text (default: text)"}, _str),
     "text_pair_column": ({"metavar": "NAME", "help": "second text of a pair (e.g. for cross-encoders / NLI classifiers)"}, _str),
     "id_column": ({"metavar": "NAME", "help": "column copied to the output's 'id'; default: '<input file>#<row index>', stable across reruns"}, _str),
@@ -178,7 +176,9 @@ OPTIONS: dict[str, tuple[dict[str, Any], Any]] = {
     "threads_per_actor": ({"metavar": "N", "help": "torch threads per model actor (CPU inference); default: its CPUs rounded up"}, _positive(int)),
     "actors": ({"metavar": "MIN,MAX", "help": "model actor pool size, autoscaling between MIN and MAX (it starts at MAX); default: 1,<GPUs in the cluster> with GPUs, on CPUs 1 actor per 4 CPUs (one actor below 4 CPUs). Give MAX on autoscaling clusters"}, _actors),
     "max_rows_per_file": ({"metavar": "N", "help": "split input files with more rows into N-row work units and output files (default: 50000)"}, _positive(int)),
-    "on_bad_row": ({"choices": BAD_ROW_POLICIES, "help": "null / non-string / non-UTF-8 text: 'error' stops the job naming file and row (default); 'flag' writes the row with a null output and an 'error' message"}, _choice(BAD_ROW_POLICIES)),
+    "on_bad_row": ({"choices": BAD_ROW_POLICIES, "help": "null / empty / non-string / non-UTF-8 text: 'error' stops the job naming file and row (default); 'flag' writes the row with a null output and an 'error' message. Text over the model's limit is truncated, never an error: the 'truncated' column marks it"}, _choice(BAD_ROW_POLICIES)),
+    "on_bad_shard": ({"choices": BAD_SHARD_POLICIES, "help": "an input file that can't be read (corrupt Parquet): 'error' stops the job naming it (default); 'skip' leaves its rows out and records it in the manifest and summary"}, _choice(BAD_SHARD_POLICIES)),
+    "overwrite": ({"action": argparse.BooleanOptionalAction, "help": "recompute every output file, even those a previous run of the same job committed, and allow replacing the output of a different job (other model or settings). Default: resume, skipping committed files; refuse to mix jobs"}, _bool),
     "storage_options": ({"metavar": "JSON", "help": "fsspec options for input, output and model URLs, e.g. '{\"endpoint_url\": \"http://...\"}'; default: credentials and endpoint from the environment (AWS_*)"}, _json_dict),
     "cache_dir": ({"metavar": "DIR", "help": "local model cache on every node; remote models are downloaded once per node (default: ~/.cache/autoinfer)"}, _str),
     "ray_address": ({"metavar": "ADDR", "help": "Ray cluster to use; default: RAY_ADDRESS (set by `ray job submit`), else a local Ray"}, _str),
@@ -247,8 +247,8 @@ def _check_columns(spec: JobSpec) -> None:
     if internal:
         raise SpecError(f"Column names starting with '__' are reserved for the job's own use: {', '.join(internal)}")
     results = ["embedding"] if spec.task == "embed" else ["label", "label_id", "score", "probs"]
-    outputs = ["id", *spec.keep_columns, *results] + (["error"] if spec.on_bad_row == "flag" else [])
+    outputs = ["id", *spec.keep_columns, *results, TRUNCATED] + (["error"] if spec.on_bad_row == "flag" else [])
     clashes = sorted({c for c in outputs if outputs.count(c) > 1})
     if clashes:
         raise SpecError(f"--keep-columns would write column(s) {', '.join(clashes)} twice (the output already has "
-                        f"{', '.join(['id', *results])}): rename them in the input or drop them from --keep-columns")
+                        f"{', '.join(['id', *results, TRUNCATED])}): rename them in the input or drop them from --keep-columns")

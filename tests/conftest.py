@@ -196,11 +196,22 @@ def _wait_for_bucket(server: S3Server, timeout: float = 30) -> None:
 
 
 @pytest.fixture(scope="session")
-def ray_local() -> Iterator[None]:
-    """One in-process local Ray (2 CPUs) shared by the pipeline tests."""
+def faults(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The fault-injection directory of the session's Ray workers (see actors.common.injected_faults)."""
+    return tmp_path_factory.mktemp("faults")
+
+
+@pytest.fixture(scope="session")
+def ray_local(faults: Path) -> Iterator[None]:
+    """One in-process local Ray (2 CPUs) shared by the pipeline tests; its workers inherit the
+    fault-injection directory, inert until a test puts a trigger file there."""
     import ray
 
+    from actors.common import FAULTS_ENV
+
+    os.environ[FAULTS_ENV] = str(faults)
     # address="local": a fresh instance even if another Ray runs on this machine.
     ray.init(address="local", num_cpus=2, include_dashboard=False, configure_logging=False)
     yield
     ray.shutdown()
+    os.environ.pop(FAULTS_ENV, None)

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from actors.classify import Classify
-from actors.common import ERROR, INPUT_IDS, PADDED, ROW, SOURCE, TOKEN_TYPE_IDS, TOKENS, BadRowError, micro_batches, pad_rows
+from actors.common import ERROR, INPUT_IDS, PADDED, ROW, SOURCE, TOKEN_TYPE_IDS, TOKENS, TRUNCATED, BadRowError, micro_batches, pad_rows
 from actors.embed import Embed, pool
 from actors.tokenize import Tokenize
 
@@ -19,7 +19,7 @@ SENTENCES = [
     "The river carries water from the mountain to the ocean through a long and quiet valley, past villages and forests.",
     "Hello world",
     "Data science measures how markets change over a season, and the report explains it simply.",
-    "",
+    "Yes",
     "Ancient bridges over northern rivers were built by local teams during early centuries of modern history.",
 ]
 
@@ -95,6 +95,31 @@ def test_bad_rows_are_flagged_not_dropped(minilm: str) -> None:
     assert errors[0] is None and errors[3] is None
     assert "null" in errors[1] and "not valid UTF-8" in errors[2]
     assert out[TOKENS].to_pylist()[1:3] == [0, 0]
+
+
+def test_empty_text_is_a_bad_row(minilm: str) -> None:
+    table = pa.table({"text": ["fine", "", " \t\n"], "pair": ["a", "b", "c"]})
+    out = Tokenize(minilm, text_column="text", text_pair_column="pair", max_length=32, on_bad_row="flag")(table)
+    assert out[ERROR].to_pylist() == [None, "column 'text' is empty", "column 'text' holds only whitespace"]
+    assert out[TOKENS].to_pylist()[1:] == [0, 0]
+    binary = pa.table({"text": pa.array([b"", b"ok"], pa.binary())})
+    with pytest.raises(BadRowError, match="row 0 of the batch: column 'text' is empty"):
+        Tokenize(minilm, text_column="text", max_length=32)(binary)
+
+
+def test_long_text_is_truncated_and_marked(minilm: str) -> None:
+    """Over the limit: cut to max_length tokens and marked; a text of megabytes is cut to
+    characters first (quickly), with the same tokens kept."""
+    long_text = " ".join(["river"] * 40)
+    huge = "mountain " * 200_000  # 1.8 MB
+    out = _tokenized(minilm, ["short text", long_text, huge], max_length=16)
+    assert out[TRUNCATED].to_pylist() == [False, True, True]
+    assert out[TOKENS].to_pylist()[1:] == [16, 16]
+    whole = _tokenized(minilm, ["mountain " * 20], max_length=16)
+    assert out[INPUT_IDS][2].as_py() == whole[INPUT_IDS][0].as_py()
+    pairs = Tokenize(minilm, text_column="q", text_pair_column="a", max_length=16)(
+        pa.table({"q": ["a question", "a question"], "a": ["short", long_text]}))
+    assert pairs[TRUNCATED].to_pylist() == [False, True]
 
 
 def test_a_non_string_column_is_a_bad_row_per_row(minilm: str) -> None:

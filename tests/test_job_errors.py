@@ -68,6 +68,14 @@ def test_unreachable_model_on_s3(s3_server, shards: Path, tmp_path: Path, no_pip
               "--output", str(tmp_path / "out"), "--storage-options", json.dumps(s3_server.storage_options)])
 
 
+def test_a_model_without_the_task_head_fails_before_ray(shards: Path, tmp_path: Path, minilm: str,
+                                                        no_pipeline: None) -> None:
+    with pytest.raises(ModelError, match=r"has no trained weights for classifier\.bias, classifier\.weight: it is not a "
+                                         r"sequence-classification checkpoint for BertForSequenceClassification"):
+        _run(["--task", "classify", "--model", minilm, "--input", str(shards), "--text-column", "body",
+              "--output", str(tmp_path / "out")])
+
+
 def test_classify_needs_a_model_type_with_a_classification_head(shards: Path, tmp_path: Path, no_pipeline: None) -> None:
     model = tmp_path / "odd-model"
     model.mkdir()

@@ -12,7 +12,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from actors.common import BadRowError
-from jobs.infer import JobError, run_job
+from jobs.infer import run_job
 from jobs.spec import parse_spec
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("ray_local")]
@@ -98,7 +98,7 @@ def test_shards_and_actors_rerun_writes_the_same_files(minilm: str, tmp_path: Pa
                              "part-2-00001-of-00003.parquet", "part-2-00002-of-00003.parquet", "part-4.parquet"]
     part2 = pa.concat_tables([files[f"part-2-0000{k}-of-00003.parquet"] for k in range(3)])
     assert part2["id"].to_pylist() == [f"doc-2-{n}" for n in range(130)]
-    assert files["part-0.parquet"].column_names == ["id", "lang", "embedding"]
+    assert files["part-0.parquet"].column_names == ["id", "lang", "embedding", "truncated"]
     shards = {s["name"]: s for s in first["shards"]}
     assert [shards[f"part-{i}.parquet"]["rows"] for i in range(5)] == sizes
     assert shards["part-3.parquet"]["outputs"] == []
@@ -147,12 +147,6 @@ def test_bad_rows_flagged_and_counted(minilm: str, tmp_path: Path) -> None:
     assert "a.parquet row 1: column 'text' is null" in manifest["errors"]["examples"]
 
 
-def test_a_model_without_the_task_head_fails_clearly(minilm: str, tmp_path: Path) -> None:
-    write_shards(tmp_path / "in", [3])
-    with pytest.raises(JobError, match=r"actor failed to start: ValueError: .* has no trained weights for classifier"):
-        job("--task", "classify", "--model", minilm, "--input", str(tmp_path / "in"), "--output", str(tmp_path / "out"))
-
-
 def test_classification_job_on_text_pairs_equals_the_reference(tiny_classifier: Path, reference_predictions,
                                                                 tmp_path: Path) -> None:
     texts = write_shards(tmp_path / "in", [12, 9])
@@ -165,7 +159,7 @@ def test_classification_job_on_text_pairs_equals_the_reference(tiny_classifier: 
     for name, rows in texts.items():
         table = pq.read_table(tmp_path / "out" / name)
         label_ids, probs = reference_predictions(tiny_classifier, rows, ["en"] * len(rows))
-        assert table.column_names == ["id", "label", "label_id", "score", "probs"]
+        assert table.column_names == ["id", "label", "label_id", "score", "probs", "truncated"]
         assert table["label_id"].to_pylist() == label_ids
         np.testing.assert_allclose(table["score"].to_numpy(), probs.max(1), atol=1e-5)
         np.testing.assert_allclose(np.array(table["probs"].to_pylist()), probs, atol=1e-5)
