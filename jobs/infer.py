@@ -25,7 +25,7 @@ from jobs import output, pipeline
 from jobs.model import ModelError, ResolvedModel, resolve
 from jobs.output import OutputError
 from jobs.pipeline import BadShardError
-from jobs.plan import InputError, Plan, Unit, check_output_location, plan
+from jobs.plan import InputError, Plan, Unit, check_output_location, is_bad_file, plan
 from jobs.sample import write_sample_dataset
 from jobs.spec import DEMO_INPUT, DEMO_OUTPUT, JobSpec, SpecError, parse_spec
 
@@ -163,6 +163,8 @@ def _unreadable_units(spec: JobSpec, work: Plan, todo: list[Unit], stats: list[d
         try:
             retry(lambda: pipeline.read_unit(item, work.columns, spec.storage_options), f"read {item['url']}")
         except Exception as err:  # whatever the decoder raises, as in the pipeline
+            if not is_bad_file(err):
+                raise
             reasons[item["output"]] = pipeline.bad_shard_message(item, err)
             continue
         raise JobError(f"internal error: no output was committed for {item['output']} although its input reads fine; "

@@ -157,6 +157,7 @@ def _put(fs: fsspec.AbstractFileSystem, path: str, data: bytes) -> None:
 def _publish(fs: fsspec.AbstractFileSystem, temporary: str, final: str, shown: str) -> None:
     """Move a written file to its final name: a rename on local disks, a server-side copy on object stores."""
     if isinstance(fs, LocalFileSystem):
+        fs.makedirs(posixpath.dirname(final), exist_ok=True)
         retry(lambda: fs.mv(temporary, final), f"publish {shown}")
         return
     retry(lambda: fs.copy(temporary, final), f"publish {shown}")

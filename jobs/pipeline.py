@@ -26,9 +26,9 @@ import ray
 
 from actors.common import ERROR, PADDED, ROW, SECONDS, SOURCE, TOKENS, TRUNCATED, UNIT, seconds_column, valid_rows
 from actors.tokenize import Tokenize
-from autoload.storage import StorageError, object_version, redact_text, retry
+from autoload.storage import object_version, redact_text, retry
 from jobs import output
-from jobs.plan import Plan, Unit, filesystem
+from jobs.plan import Plan, Unit, filesystem, is_bad_file
 from jobs.spec import JobSpec
 
 logger = logging.getLogger(__name__)
@@ -122,7 +122,10 @@ def read_unit(item: dict[str, Any], columns: list[str], storage_options: dict[st
     if item["version"] and object_version(fs.info(path)) != item["version"]:
         raise BadShardError(f"{redact_text(item['url'])} changed while the job ran; rerun the job to plan it again")
     with fs.open(path, "rb") as handle:
-        table = pq.ParquetFile(handle).read_row_groups(item["row_groups"], columns=columns)
+        # Files written with page checksums get them checked: corruption fails loudly, never
+        # turning into wrong text silently.
+        table = pq.ParquetFile(handle, page_checksum_verification=True).read_row_groups(item["row_groups"],
+                                                                                        columns=columns)
     rows = item["rows"]
     table = table.slice(item["skip"], rows)
     if table.num_rows != rows:
@@ -145,16 +148,16 @@ def read_units(batch: pa.Table, *, columns: list[str], storage_options: dict[str
 
     A unit that can't be read fails the job naming its file, or under ``on_bad_shard="skip"``
     yields no rows (the driver finds it missing and records why).  Storage errors that outlast
-    their retries always fail the job: the file may be fine.
+    their retries, and denied reads, always fail the job: the file may be fine.
     """
     tables = []
     for item in batch.to_pylist():
         started = time.perf_counter()
         try:
             table = retry(lambda: read_unit(item, columns, storage_options), f"read {item['url']}")
-        except StorageError:
-            raise
         except Exception as err:  # a corrupt file raises whatever its decoder raises
+            if not is_bad_file(err):
+                raise
             problem = bad_shard_message(item, err)
             if on_bad_shard != "skip":
                 raise BadShardError(f"{problem}. Replace the file, or rerun with --on-bad-shard skip to leave it out "

@@ -19,7 +19,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from fsspec.implementations.local import LocalFileSystem
 
-from autoload.storage import object_version, redact_text, retry
+from autoload.storage import StorageError, object_version, redact_text, retry
 
 logger = logging.getLogger(__name__)
 
@@ -147,6 +147,12 @@ def _list(fs: fsspec.AbstractFileSystem, path: str) -> tuple[Optional[str], list
     return None, []
 
 
+def is_bad_file(err: BaseException) -> bool:
+    """Whether a read failed because of the file (corrupt, truncated, not Parquet, gone) rather
+    than the storage service or the credentials, which no skipping can fix."""
+    return not isinstance(err, (StorageError, PermissionError))
+
+
 def _is_data_file(relative: str) -> bool:
     return not any(part.startswith(("_", ".")) for part in relative.split("/"))
 
@@ -169,7 +175,7 @@ def read_shard(url: str, name: str, columns: list[str], storage_options: dict[st
         schema = metadata.schema.to_arrow_schema()
     except Exception as err:
         reason = f"Can't read the Parquet footer of {shown}: {type(err).__name__}: {redact_text(str(err))}"
-        if on_bad_shard == "skip" and not isinstance(err, OSError):  # storage trouble is not a bad file
+        if on_bad_shard == "skip" and is_bad_file(err):
             logger.warning("%s; skipping it (--on-bad-shard skip)", reason)
             return Shard(url=url, name=name, num_rows=0, row_group_rows=(), error=reason)
         raise InputError(f"{reason}. Replace the file, or rerun with --on-bad-shard skip to leave it out.") from err

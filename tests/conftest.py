@@ -16,7 +16,6 @@ import time
 import urllib.error
 import urllib.request
 from contextlib import closing
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Iterator, Optional
 
@@ -111,20 +110,28 @@ def reference_predictions() -> Callable[..., tuple[list[int], "np.ndarray"]]:
     return predict
 
 
-@dataclass(frozen=True)
 class S3Server:
-    endpoint: str
-    bucket: str = S3_BUCKET
+    """A SeaweedFS S3 server on free 127.0.0.1 ports with bucket ``test``; a test may stop it and
+    start it again (same ports, same data), as an object store that goes away for a while."""
+
+    bucket = S3_BUCKET
+
+    def __init__(self, workdir: Path, key: str = S3_KEY, secret: str = S3_SECRET) -> None:
+        self.workdir, self.key, self.secret = workdir, key, secret
+        self.ports = free_ports(5)
+        self.endpoint = f"http://127.0.0.1:{self.ports[0]}"
+        self.process: Optional[subprocess.Popen] = None
+        (workdir / "data").mkdir(parents=True, exist_ok=True)
 
     @property
     def storage_options(self) -> dict:
-        return {"key": S3_KEY, "secret": S3_SECRET, "endpoint_url": self.endpoint,
+        return {"key": self.key, "secret": self.secret, "endpoint_url": self.endpoint,
                 "client_kwargs": {"region_name": "us-east-1"}}
 
     @property
     def env(self) -> dict[str, str]:
         """The same credentials as AWS_* variables (what a cluster user sets)."""
-        return {"AWS_ACCESS_KEY_ID": S3_KEY, "AWS_SECRET_ACCESS_KEY": S3_SECRET, "AWS_ENDPOINT_URL": self.endpoint,
+        return {"AWS_ACCESS_KEY_ID": self.key, "AWS_SECRET_ACCESS_KEY": self.secret, "AWS_ENDPOINT_URL": self.endpoint,
                 "AWS_REGION": "us-east-1"}
 
     def filesystem(self):
@@ -132,37 +139,59 @@ class S3Server:
 
         return s3fs.S3FileSystem(**self.storage_options)
 
+    def start(self) -> None:
+        s3_port, master_port, volume_port, filer_port, admin_port = self.ports
+        command = [
+            venv_bin("weed"), f"-logdir={self.workdir}", "mini", f"-dir={self.workdir / 'data'}", "-ip=127.0.0.1",
+            "-ip.bind=127.0.0.1", "-master.telemetry=false", "-webdav=false", "-admin.ui=false",
+            f"-admin.port={admin_port}", "-s3.port.iceberg=0", "-s3.port.lance=0", f"-bucket={S3_BUCKET}",
+            f"-s3.port={s3_port}", f"-master.port={master_port}", f"-volume.port={volume_port}", f"-filer.port={filer_port}",
+        ]
+        log = self.workdir / "weed.out"
+        with open(log, "ab") as out:
+            self.process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT,
+                                            env={**os.environ, "AWS_ACCESS_KEY_ID": self.key,
+                                                 "AWS_SECRET_ACCESS_KEY": self.secret})
+        _wait_for_http(self.endpoint, self.process, log)
+        _wait_for_bucket(self)
+
+    def stop(self) -> None:
+        if self.process is None:
+            return
+        self.process.send_signal(signal.SIGTERM)
+        try:
+            self.process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+        self.process = None
+
 
 @pytest.fixture(scope="session")
 def s3_server() -> Iterator[S3Server]:
-    """A SeaweedFS S3 server on free 127.0.0.1 ports, with bucket ``test``."""
+    """The suite's S3 server, shared by every test that only needs one."""
     workdir = Path(tempfile.mkdtemp(prefix="weed-"))
-    s3_port, master_port, volume_port, filer_port, admin_port = free_ports(5)
-    (workdir / "data").mkdir()
-    command = [
-        venv_bin("weed"), f"-logdir={workdir}", "mini", f"-dir={workdir / 'data'}", "-ip=127.0.0.1", "-ip.bind=127.0.0.1",
-        "-master.telemetry=false", "-webdav=false", "-admin.ui=false", f"-admin.port={admin_port}",
-        "-s3.port.iceberg=0", "-s3.port.lance=0", f"-bucket={S3_BUCKET}", f"-s3.port={s3_port}",
-        f"-master.port={master_port}", f"-volume.port={volume_port}", f"-filer.port={filer_port}",
-    ]
-    log = open(workdir / "weed.out", "wb")
-    process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT,
-                               env={**os.environ, "AWS_ACCESS_KEY_ID": S3_KEY, "AWS_SECRET_ACCESS_KEY": S3_SECRET})
-    endpoint = f"http://127.0.0.1:{s3_port}"
+    server = S3Server(workdir)
     try:
-        _wait_for_http(endpoint, process, workdir / "weed.out")
-        server = S3Server(endpoint)
-        _wait_for_bucket(server)
+        server.start()
         yield server
     finally:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-        log.close()
+        server.stop()
         shutil.rmtree(workdir, ignore_errors=True)
+
+
+@pytest.fixture
+def private_s3(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Server]:
+    """An S3 server of the test's own, with a secret no other test uses (for tests that stop the
+    server, or look for its secret in logs)."""
+    import uuid
+
+    server = S3Server(tmp_path_factory.mktemp("weed"), key="privatekey", secret=f"private-{uuid.uuid4().hex}")
+    try:
+        server.start()
+        yield server
+    finally:
+        server.stop()
 
 
 def _wait_for_http(url: str, process: subprocess.Popen, log: Path, timeout: float = 60) -> None:

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 from pathlib import Path
 
 import pyarrow as pa
@@ -132,3 +133,142 @@ def test_max_length_beyond_the_model(shards: Path, tmp_path: Path, minilm: str, 
     with pytest.raises(ModelError, match=r"--max-length 4096 is longer than the model allows \(512 tokens\)"):
         infer.run_job(make_spec({"model": minilm, "input": [str(shards)], "text_column": "body",
                                  "output": str(tmp_path / "out"), "max_length": 4096}))
+
+
+# -- every kind of bad input, answered before Ray starts -------------------------------------------
+def _model_copy(source: Path, directory: Path) -> Path:
+    directory.mkdir(parents=True)
+    for path in source.iterdir():
+        if path.is_file():
+            (directory / path.name).write_bytes(path.read_bytes())
+    return directory
+
+
+def _run_on(model: Path, shards: Path, tmp_path: Path, *extra: str) -> None:
+    _run(["--model", str(model), "--input", str(shards), "--text-column", "body", "--output", str(tmp_path / "out"),
+          *extra])
+
+
+def test_text_column_of_the_wrong_type(tmp_path: Path, minilm: str, no_pipeline: None) -> None:
+    (tmp_path / "in").mkdir()
+    pq.write_table(pa.table({"text": [1, 2, 3]}), tmp_path / "in" / "numbers.parquet")
+    with pytest.raises(InputError, match=r"Column 'text' in .*numbers\.parquet holds int64, not text"):
+        _run(["--model", minilm, "--input", str(tmp_path / "in"), "--output", str(tmp_path / "out")])
+
+
+def test_empty_input_commits_an_empty_output_without_starting_ray(tmp_path: Path, minilm: str, no_pipeline: None,
+                                                                  caplog: pytest.LogCaptureFixture) -> None:
+    (tmp_path / "in").mkdir()
+    pq.write_table(pa.table({"text": pa.array([], pa.string())}), tmp_path / "in" / "empty.parquet")
+    with caplog.at_level(logging.WARNING):
+        manifest = infer.run_job(parse_spec(["--model", minilm, "--input", str(tmp_path / "in"),
+                                             "--output", str(tmp_path / "out")]))
+    assert "empty.parquet has no rows" in caplog.text and "the input has no rows to process" in caplog.text
+    assert manifest["summary"]["rows"] == 0 and manifest["summary"]["files"] == 0
+    assert (tmp_path / "out" / "_SUCCESS").exists()
+
+
+def _corrupt_footer(path: Path) -> None:
+    pq.write_table(pa.table({"body": ["x", "y"]}), path)
+    data = bytearray(path.read_bytes())
+    data[-12:-8] = b"\xff\xff\xff\x7f"  # the footer length: now pointing far before the file's start
+    path.write_bytes(bytes(data))
+
+
+def test_corrupt_parquet_footer_fails_naming_the_file_or_is_skipped(shards: Path, tmp_path: Path, minilm: str,
+                                                                     no_pipeline: None) -> None:
+    _corrupt_footer(shards / "part-1.parquet")
+    with pytest.raises(InputError, match=r"(?s)Can't read the Parquet footer of .*part-1\.parquet: .*--on-bad-shard skip"):
+        _run_on(Path(minilm), shards, tmp_path)
+    # Skipped: recorded in the manifest and counted (the good file is empty here, so Ray is not needed).
+    pq.write_table(pa.table({"body": pa.array([], pa.string())}), shards / "part-0.parquet")
+    manifest = infer.run_job(parse_spec(["--model", minilm, "--input", str(shards), "--text-column", "body",
+                                         "--output", str(tmp_path / "out"), "--on-bad-shard", "skip"]))
+    assert manifest["summary"]["unreadable_inputs"] == 1
+    (problem,) = manifest["errors"]["unreadable_inputs"]
+    assert "part-1.parquet" in problem and "footer" in problem
+    assert [s["unreadable"] != [] for s in manifest["shards"]] == [False, True]
+
+
+@pytest.mark.parametrize("damage, message", [
+    (lambda data: data[: len(data) // 2], r"model\.safetensors: the safetensors file is corrupt or truncated"),
+    (lambda data: b"\x00" * 8 + data[8:], r"model\.safetensors: the safetensors file is corrupt or truncated"),
+])
+def test_corrupt_or_truncated_safetensors(damage, message: str, tiny_classifier: Path, shards: Path, tmp_path: Path,
+                                          no_pipeline: None) -> None:
+    model = _model_copy(tiny_classifier, tmp_path / "model")
+    (model / "model.safetensors").write_bytes(damage((model / "model.safetensors").read_bytes()))
+    with pytest.raises(ModelError, match=message):
+        _run_on(model, shards, tmp_path)
+
+
+class _Payload:
+    """Unpickling this runs a shell command: what weights_only must refuse."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return (os.system, (f"touch {self.marker}",))
+
+
+def test_a_pickle_carrying_code_is_refused_and_safetensors_preferred(tiny_classifier: Path, shards: Path,
+                                                                     tmp_path: Path, no_pipeline: None) -> None:
+    import torch
+    from safetensors.torch import load_file
+
+    from jobs.model import resolve
+
+    model = _model_copy(tiny_classifier, tmp_path / "model")
+    marker = tmp_path / "pwned"
+    state = dict(load_file(str(model / "model.safetensors")))
+    state["evil"] = _Payload(marker)
+    torch.save(state, model / "pytorch_model.bin")
+    # Both formats: the safetensors file is the one used; the pickle is never opened.
+    resolved = resolve(make_spec({"model": str(model), "input": [str(shards)], "text_column": "body"}))
+    assert resolved.weight_files == ["model.safetensors"]
+    (model / "model.safetensors").unlink()
+    with pytest.raises(ModelError, match=r"Refused to load .*pytorch_model\.bin: it is a pickle that needs code to run.*"
+                                         r"never executes code from a model file"):
+        _run_on(model, shards, tmp_path)
+    assert not marker.exists()
+
+
+def test_config_that_needs_remote_code_is_refused(tiny_classifier: Path, shards: Path, tmp_path: Path,
+                                                  no_pipeline: None) -> None:
+    model = _model_copy(tiny_classifier, tmp_path / "model")
+    config = json.loads((model / "config.json").read_text())
+    config["auto_map"] = {"AutoModel": "modeling_custom.CustomBert"}
+    (model / "config.json").write_text(json.dumps(config))
+    with pytest.raises(ModelError, match=r"config\.json has 'auto_map' \(AutoModel\): this model needs Python code from "
+                                         r"its own repository, and autoload never runs code from a model repository"):
+        _run_on(model, shards, tmp_path)
+
+
+def test_config_and_weights_of_different_shapes(tiny_classifier: Path, shards: Path, tmp_path: Path,
+                                                no_pipeline: None) -> None:
+    model = _model_copy(tiny_classifier, tmp_path / "model")
+    config = json.loads((model / "config.json").read_text())
+    config["intermediate_size"] = 48
+    (model / "config.json").write_text(json.dumps(config))
+    with pytest.raises(ModelError, match=r"do not fit the model built from its config \(.*intermediate\.dense\.weight: "
+                                         r"checkpoint \(64, 32\) vs model \(48, 32\)"):
+        _run_on(model, shards, tmp_path)
+
+
+def test_output_inside_the_input_is_refused(shards: Path, tmp_path: Path, no_pipeline: None) -> None:
+    for output in (shards, shards / "embeddings"):
+        with pytest.raises(InputError, match=r"The output .* is (the same as|inside) the input .*in: the next run would "
+                                             r"read this job's output files as input"):
+            _run(["--model", str(tmp_path / "not-even-resolved"), "--input", str(shards), "--output", str(output)])
+    with pytest.raises(InputError, match="inside the input s3://bucket/data/"):
+        _run(["--model", "x", "--input", "s3://bucket/data/*.parquet", "--output", "s3://bucket/data/out/"])
+
+
+def test_output_of_another_job_is_refused(tiny_classifier: Path, shards: Path, tmp_path: Path,
+                                          no_pipeline: None) -> None:
+    from jobs.output import OutputError, prepare
+
+    prepare(str(tmp_path / "out"), {}, {"task": "embed", "weights_sha256": "0" * 64}, {}, overwrite=False)
+    with pytest.raises(OutputError, match=r"holds results of a different job \(.*weights_sha256: \"00000000000000… there"):
+        _run_on(tiny_classifier, shards, tmp_path)
