@@ -243,10 +243,12 @@ def _refuse_other_jobs(shown: str, identity: dict[str, Any], job: str, manifest:
         other = theirs["identity"]
         differences = "; ".join(f"{key}: {_short(other.get(key))} there, {_short(identity.get(key))} now"
                                 for key in sorted(set(identity) | set(other)) if identity.get(key) != other.get(key))
+    elif theirs is not None:
+        differences = "its manifest names no job identity: another tool or an older version of this job wrote it"
     else:
-        differences = f"written by another or an older job ({len(foreign) or 'no'} commit record(s) of it)"
+        differences = f"{len(foreign)} commit record(s) of another job"
     raise OutputError(
-        f"The output {shown} holds results of a different job ({differences or 'another job fingerprint'}). Mixing "
+        f"The output {shown} holds results of a different job ({differences}). Mixing "
         "them would give an output that no single job produced: write to another --output, or pass --overwrite to "
         "replace its results."
     )

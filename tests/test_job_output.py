@@ -134,3 +134,13 @@ def test_discarded_units_go_with_the_commit(out: str) -> None:
     _commit(out, "b.parquet")
     commit(out, {}, {"fingerprint": JOB, "identity": IDENTITY, "shards": []}, discard=["b.parquet", "never.parquet"])
     assert _files(out) == {"_job.json", "a.parquet", "_commits/a.parquet.json", "_manifest.json", "_SUCCESS"}
+
+
+def test_an_output_without_job_identity_is_refused(out: str) -> None:
+    """A manifest from an older version of the job (or another tool) says nothing to resume from."""
+    fs, root = fsspec.core.url_to_fs(out)
+    fs.makedirs(root, exist_ok=True)
+    fs.pipe_file(f"{root}/_manifest.json", json.dumps({"shards": [{"outputs": ["a.parquet"]}]}).encode())
+    with pytest.raises(OutputError, match="its manifest names no job identity"):
+        prepare(out, {}, IDENTITY, _expected("a.parquet"), overwrite=False)
+    assert prepare(out, {}, IDENTITY, _expected("a.parquet"), overwrite=True) == {}
