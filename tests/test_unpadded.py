@@ -144,7 +144,8 @@ def test_flat_rows_gathers_rows_in_the_given_order() -> None:
 
 
 # -- real model: half precision, and the stage's order ------------------------------------------------------------
-TEXTS = [("word " * n).strip() for n in (1, 40, 3, 120, 7, 0, 60, 2, 250, 15, 33, 1)]
+# No empty text: the tokenize stage refuses it as a bad row (issue 4).
+TEXTS = [("word " * n).strip() for n in (1, 40, 3, 120, 7, 5, 60, 2, 250, 15, 33, 1)]
 
 
 @pytest.mark.parametrize("dtype, tolerance", [("float16", 1e-2), ("bfloat16", 2e-2)])
