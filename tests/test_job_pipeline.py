@@ -84,9 +84,10 @@ def test_s3_in_s3_out_equals_the_model_called_directly(s3_server, minilm: str, t
     assert not [p for p in cached if p.name.endswith(".incomplete")]
 
 
-def test_shards_and_actors_rerun_writes_the_same_files(minilm: str, tmp_path: Path) -> None:
+def test_shards_and_actors_rerun_keeps_the_same_files(minilm: str, tmp_path: Path) -> None:
     """Several shards (one split into units, one in row groups, one empty), two actors; a rerun
-    overwrites the same files, and a rerun with another split removes the old split's files."""
+    keeps every committed file, a rerun with another split computes only the re-split shard and
+    removes the old split's files, and --overwrite computes everything again."""
     sizes = [40, 7, 130, 0, 25]
     write_shards(tmp_path / "in", sizes, row_group_size=16)
     out = tmp_path / "out"
@@ -113,12 +114,19 @@ def test_shards_and_actors_rerun_writes_the_same_files(minilm: str, tmp_path: Pa
     for name, table in read_outputs(out).items():
         assert table.equals(files[name]), name
     assert second["model"]["weights_digest"] == first["model"]["weights_digest"]
+    assert (second["summary"]["skipped_files"], second["summary"]["computed_files"], second["resources"]) == (6, 0, None)
+    assert second["summary"]["rows"] == sum(sizes) and second["summary"]["tokens"] == summary["tokens"]
 
-    job(*argv[:-4], "--max-rows-per-file", "1000")
+    third = job(*argv[:-4], "--max-rows-per-file", "1000")
     assert sorted(read_outputs(out)) == ["part-0.parquet", "part-1.parquet", "part-2.parquet", "part-4.parquet"]
     np.testing.assert_allclose(np.array(read_outputs(out)["part-2.parquet"]["embedding"].to_pylist()),
                                np.array(part2["embedding"].to_pylist()), atol=1e-5)
+    assert (third["summary"]["skipped_files"], third["summary"]["computed_files"]) == (3, 1)
     assert (out / "_SUCCESS").exists()
+
+    fourth = job(*argv[:-4], "--max-rows-per-file", "1000", "--overwrite")
+    assert (fourth["summary"]["skipped_files"], fourth["summary"]["computed_files"]) == (0, 4)
+    assert sorted(p.name for p in (out / "_commits").iterdir()) == sorted(f"{n}.json" for n in read_outputs(out))
 
 
 def _bad_rows_input(directory: Path) -> None:
