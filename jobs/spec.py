@@ -44,8 +44,8 @@ class JobSpec:
     return_probs: bool = False
     max_length: Optional[int] = None
     dtype: str = "auto"
-    batch_size: int = 128
-    max_batch_tokens: int = 16384
+    batch_size: Optional[int] = None  # None: the model stage's per-device default
+    max_batch_tokens: Optional[int] = None
     num_gpus_per_actor: Optional[float] = None
     cpus_per_actor: Optional[float] = None
     threads_per_actor: Optional[int] = None
@@ -169,8 +169,8 @@ OPTIONS: dict[str, tuple[dict[str, Any], Any]] = {
     "return_probs": ({"action": argparse.BooleanOptionalAction, "help": "classify: also write 'probs', every label's probability"}, _bool),
     "max_length": ({"metavar": "N", "help": "truncate inputs to N tokens; default: the model's limit (sentence_bert_config.json max_seq_length, else the tokenizer's / position table's)"}, _positive(int)),
     "dtype": ({"choices": DTYPES, "help": "model weights' dtype; auto = float16 on GPU, float32 on CPU (default: auto)"}, _choice(DTYPES)),
-    "batch_size": ({"metavar": "N", "help": "most rows in one model forward (default: 128)"}, _positive(int)),
-    "max_batch_tokens": ({"metavar": "N", "help": "most padded tokens in one model forward; rows are sorted by length and cut by this budget (default: 16384)"}, _positive(int)),
+    "batch_size": ({"metavar": "N", "help": "most rows in one model forward (default: 128 on CPU, 1024 on GPU)"}, _positive(int)),
+    "max_batch_tokens": ({"metavar": "N", "help": "most tokens in one model forward (rows x longest row); rows are sorted by length and cut by this budget (default: 2048 on CPU, where small forwards measured fastest, 65536 on GPU)"}, _positive(int)),
     "num_gpus_per_actor": ({"metavar": "G", "help": "GPUs per model actor; default: 1 when the cluster has GPUs now, else 0 (CPU). Set 1 on autoscaling clusters that start without GPU nodes"}, _non_negative_float),
     "cpus_per_actor": ({"metavar": "C", "help": "CPUs reserved per model actor; default: 1 with GPUs, else the CPUs left after a reserve for tokenizing and writing, shared by the actors"}, _positive(float)),
     "threads_per_actor": ({"metavar": "N", "help": "torch threads per model actor (CPU inference); default: its CPUs rounded up"}, _positive(int)),

@@ -17,7 +17,7 @@ from test_model_roberta import CASES as ROBERTA_CASES
 
 from actors.common import INPUT_IDS, PADDED, TOKENS, flat_rows
 from actors.embed import Embed, pool
-from actors.model_stage import load_dtype
+from actors.model_stage import MICRO_BATCH_LIMITS, load_dtype
 from actors.tokenize import Tokenize
 from autoload.modeling import Segments, pool_segments
 
@@ -237,3 +237,9 @@ def test_auto_dtype_is_float16_on_gpu_and_float32_on_cpu() -> None:
     assert load_dtype("auto", torch.device("cuda")) == "float16"
     assert load_dtype("auto", torch.device("cpu")) == "float32"
     assert load_dtype("bfloat16", torch.device("cuda")) == "bfloat16"
+
+
+def test_micro_batch_limits_default_per_device(minilm: str) -> None:
+    stage = Embed(minilm, threads=1)
+    assert (stage.max_batch_tokens, stage.batch_size) == MICRO_BATCH_LIMITS["cpu"]
+    assert Embed(minilm, max_batch_tokens=64, batch_size=4, threads=1).max_batch_tokens == 64
