@@ -305,8 +305,9 @@ def varlen_attention(qkv: torch.Tensor, segments: Segments, num_heads: int, *, c
 
     On CUDA in half precision this is ``torch.nn.attention.varlen.varlen_attn`` (no padding at
     all).  Elsewhere the tokens are scattered into a zero (B, T) layout for SDPA and gathered
-    back: on CPU that measured fastest (nested jagged tensors ran 1.3-20x slower, one SDPA per
-    sequence 1.3-18x slower), and the rows of a length-sorted micro-batch carry little padding.
+    back: on CPU that measured fastest (MiniLM shapes, 2 cores: nested jagged tensors ran
+    1.3-24x slower, one SDPA call per sequence 1.3-19x slower), and the rows of a length-sorted
+    micro-batch carry little padding.
     """
     total, width = qkv.shape
     hidden = width // 3
