@@ -6,6 +6,7 @@ activations by name, output containers.
 """
 from __future__ import annotations
 
+import functools
 import logging
 import math
 import os
@@ -282,8 +283,12 @@ class Segments:
         return self.cu_seqlens[1:].long() - 1
 
 
+@functools.lru_cache(maxsize=None)
 def _varlen_kernel() -> Optional[Callable[..., torch.Tensor]]:
-    """torch's variable-length flash attention (torch >= 2.11, CUDA only), if installed."""
+    """torch's variable-length flash attention (torch >= 2.11, CUDA only), if installed.
+
+    Looked up on first use, not at import: the module imports ``torch._dynamo`` (about 1.8 s
+    on a small CPU), which CPU-only processes never need."""
     try:
         from torch.nn.attention.varlen import varlen_attn
     except ImportError:
@@ -291,13 +296,10 @@ def _varlen_kernel() -> Optional[Callable[..., torch.Tensor]]:
     return varlen_attn
 
 
-_VARLEN_ATTN = _varlen_kernel()
-
-
 def _can_use_varlen_kernel(qkv: torch.Tensor, head_dim: int) -> bool:
     """The flash kernel's limits: CUDA sm80+, half precision, head dims up to 256 in steps of 8."""
-    return (_VARLEN_ATTN is not None and qkv.is_cuda and qkv.dtype in (torch.float16, torch.bfloat16)
-            and head_dim % 8 == 0 and head_dim <= 256 and torch.cuda.get_device_capability(qkv.device) >= (8, 0))
+    return (qkv.is_cuda and qkv.dtype in (torch.float16, torch.bfloat16) and head_dim % 8 == 0 and head_dim <= 256
+            and torch.cuda.get_device_capability(qkv.device) >= (8, 0) and _varlen_kernel() is not None)
 
 
 def varlen_attention(qkv: torch.Tensor, segments: Segments, num_heads: int, *, causal: bool = False) -> torch.Tensor:
@@ -315,7 +317,7 @@ def varlen_attention(qkv: torch.Tensor, segments: Segments, num_heads: int, *, c
     if _can_use_varlen_kernel(qkv, head_dim):
         q, k, v = qkv.view(total, 3, num_heads, head_dim).unbind(1)  # (N, nH, d) each, last dim contiguous
         window = (-1, 0) if causal else (-1, -1)
-        out = _VARLEN_ATTN(q, k, v, segments.cu_seqlens, segments.cu_seqlens, segments.max_seqlen,
+        out = _varlen_kernel()(q, k, v, segments.cu_seqlens, segments.cu_seqlens, segments.max_seqlen,
                            segments.max_seqlen, window_size=window)
         return out.reshape(total, hidden)
     batch, length = segments.num_sequences, segments.max_seqlen

@@ -92,7 +92,7 @@ def run_job(spec: JobSpec) -> dict[str, Any]:
     connected = planned
     if todo:
         _connect(spec)
-        resources = pipeline.plan_resources(spec, ray.cluster_resources())
+        resources = pipeline.plan_resources(spec, ray.cluster_resources(), model.weights_bytes, len(todo))
         connected = time.perf_counter()
         logger.info("model actors: %s", resources)
         stage_class, stage_kwargs = _model_stage(spec, model, resources)
@@ -175,7 +175,8 @@ def _unreadable_units(spec: JobSpec, work: Plan, todo: list[Unit], stats: list[d
 def _connect(spec: JobSpec) -> None:
     if ray.is_initialized():
         return
-    ray.init(address=spec.ray_address)
+    # include_dashboard only applies when this starts a local Ray; a running cluster keeps its own.
+    ray.init(address=spec.ray_address, include_dashboard=spec.dashboard)
 
 
 def _tokenize_stage(spec: JobSpec, model: ResolvedModel) -> dict[str, Any]:

@@ -55,6 +55,7 @@ class ResolvedModel:
     tokenizer_hash: str
     weights_digest: str
     weight_files: list[str]
+    weights_bytes: int
     max_length: int
     pad_token_id: int
     output_width: int
@@ -107,6 +108,7 @@ def resolve(spec: JobSpec) -> ResolvedModel:
         config_hash=hashlib.sha256(config.to_json_string().encode()).hexdigest(),
         tokenizer_hash=hashlib.sha256(tokenizer.backend.to_str().encode()).hexdigest(),
         weights_digest=digest, weight_files=[f.name for f in files],
+        weights_bytes=sum(f.stat().st_size for f in files),
         max_length=_max_length(spec, config, tokenizer, st), pad_token_id=int(tokenizer.pad_token_id or 0),
         output_width=int(config.hidden_size if spec.task == "embed" else config.num_labels), sentence_transformers=st,
     )

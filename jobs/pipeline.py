@@ -1,4 +1,6 @@
-"""The Ray Data pipeline: work units → read + tokenize (CPU tasks) → model actor pool → sink.
+"""The Ray Data pipeline: work units → read + tokenize (CPU actors) → model actor pool → sink.
+
+On CPU-only clusters the model actors tokenize too (``actors.fused``): one actor pool.
 
 Each work unit (a row range of one input shard, see ``jobs.plan``) travels as one block
 from start to end, so the sink writes and commits one complete output file per unit
@@ -25,6 +27,7 @@ import pyarrow.parquet as pq
 import ray
 
 from actors.common import ERROR, PADDED, ROW, SECONDS, SOURCE, TOKENS, TRUNCATED, UNIT, seconds_column, valid_rows
+from actors.fused import TokenizeAndRun
 from actors.tokenize import Tokenize
 from autoload.storage import object_version, redact_text, retry
 from jobs import output
@@ -64,37 +67,61 @@ class Resources:
     max_actors: int
     task_cpus: float
     tokenize_actors: int
+    # CPU-only: the model actors tokenize too (actors.fused); with GPUs a CPU pool does.
+    fused_tokenize: bool = False
 
     def to_dict(self) -> dict[str, Any]:
         return dict(vars(self))
 
 
-def plan_resources(spec: JobSpec, cluster: dict[str, float]) -> Resources:
-    """GPU actors when asked or when the cluster has GPUs now.  On CPUs the actors share all
-    but a reserve of the CPUs (an actor pool holding every CPU starves the tokenize and write
-    stages), and each runs as many torch threads as it holds CPUs, rounded up: Ray would give
-    an actor with <= 1 CPU a single thread.  Small machines get one actor using every core:
-    on 2 cores that beats two single-threaded actors."""
+# Memory one CPU model actor needs beyond its weights: the Python process with torch, Ray
+# and pyarrow loaded, activations of a 2,048-token forward and the blocks it holds.
+ACTOR_OVERHEAD_BYTES = 600 * 2**20
+
+
+def plan_resources(spec: JobSpec, cluster: dict[str, float], weights_bytes: int = 0,
+                   units: Optional[int] = None) -> Resources:
+    """GPU actors when asked or when the cluster has GPUs now.
+
+    On CPUs, single-threaded actors, one per CPU: a forward's threads wait for each other at
+    every operator, so one process per core gets more done than threads sharing a process
+    (2 cores, MiniLM: two 1-thread processes ran 8,865 tok/s, one 2-thread process 6,811).
+    The actors tokenize their own rows and hold all but a small reserve of the CPUs for the
+    write tasks (Ray CPUs are a reservation; the writes take milliseconds).  Each actor holds
+    its own copy of the weights: the count is capped so the copies fit in half the cluster's
+    memory.  ``--threads-per-actor`` trades actors for threads (bigger models on fewer copies).
+
+    By default no more actors start than there are ``units`` to compute: a unit is one actor
+    call, and an actor without one only takes CPU from the others while it starts.
+    """
     total_cpus, total_gpus = float(cluster.get("CPU", 1)), float(cluster.get("GPU", 0))
     small = total_cpus < 4
     task_cpus = 0.25 if small else 1.0
     num_gpus = spec.num_gpus_per_actor if spec.num_gpus_per_actor is not None else (1.0 if total_gpus >= 1 else 0.0)
     if num_gpus > 0:
-        low, high = spec.actors or (1, max(1, int(total_gpus // num_gpus)))
+        low, high = spec.actors or (1, _at_most(units, max(1, int(total_gpus // num_gpus))))
         num_cpus = spec.cpus_per_actor or 1.0
+        threads = spec.threads_per_actor or max(1, math.ceil(num_cpus))
     else:
-        budget = total_cpus - 2 * task_cpus  # room for a tokenize actor and a write task
-        per_actor = min(4, int(total_cpus) // 4)
-        low, high = spec.actors or (1, 1 if small else max(1, int(budget // per_actor)))
-        num_cpus = spec.cpus_per_actor or budget / high
+        budget = total_cpus - task_cpus  # room for a write task
+        threads = spec.threads_per_actor or (math.ceil(spec.cpus_per_actor) if spec.cpus_per_actor else 1)
+        fits = int(0.5 * float(cluster.get("memory", 0)) // (weights_bytes + ACTOR_OVERHEAD_BYTES)) if weights_bytes else 0
+        by_cpus = max(1, int(total_cpus // threads))
+        low, high = spec.actors or (1, _at_most(units, max(1, min(by_cpus, fits) if fits else by_cpus)))
+        num_cpus = spec.cpus_per_actor or min(float(threads), budget / high)
         if num_cpus * high > budget:
-            logger.warning("%d actors x %g CPUs leave less than %g of the %g CPUs to the tokenize and write stages: "
+            logger.warning("%d actors x %g CPUs leave less than %g of the %g CPUs to the write stage: "
                            "the job may stall waiting for CPUs; lower --actors or --cpus-per-actor",
-                           high, num_cpus, 2 * task_cpus, total_cpus)
-    return Resources(num_gpus=num_gpus, num_cpus=num_cpus, threads=spec.threads_per_actor or max(1, math.ceil(num_cpus)),
-                     min_actors=low, max_actors=high, task_cpus=task_cpus,
+                           high, num_cpus, task_cpus, total_cpus)
+    pool = spec.tokenize_pool if spec.tokenize_pool is not None else num_gpus > 0
+    return Resources(num_gpus=num_gpus, num_cpus=num_cpus, threads=threads, min_actors=low, max_actors=high,
+                     task_cpus=task_cpus,
                      # Tokenizing is tens of times cheaper than a forward: a few CPUs keep up with the model.
-                     tokenize_actors=max(1, int(total_cpus) // 8))
+                     tokenize_actors=max(1, int(total_cpus) // 8), fused_tokenize=not pool)
+
+
+def _at_most(units: Optional[int], actors: int) -> int:
+    return max(1, min(actors, units)) if units is not None else actors
 
 
 def unit_items(plan: Plan, units: Optional[list[Unit]] = None) -> list[dict[str, Any]]:
@@ -111,7 +138,7 @@ def unit_items(plan: Plan, units: Optional[list[Unit]] = None) -> list[dict[str,
     return items
 
 
-# -- read (CPU tasks, fused into the tokenize actors) ---------------------------------------------------------------
+# -- read (CPU tasks, fused into the first actor pool) --------------------------------------------------------------
 def read_unit(item: dict[str, Any], columns: list[str], storage_options: dict[str, Any]) -> pa.Table:
     """A unit's rows (only ``columns``) plus where they came from and where they go.
 
@@ -144,7 +171,7 @@ def _constant(value: str, rows: int) -> pa.DictionaryArray:
 
 
 def read_units(batch: pa.Table, *, columns: list[str], storage_options: dict[str, Any], on_bad_shard: str) -> pa.Table:
-    """Ray Data fuses this into the tokenize actors: the file is read where it is tokenized.
+    """Ray Data fuses this into the first actor pool: the file is read where it is tokenized.
 
     A unit that can't be read fails the job naming its file, or under ``on_bad_shard="skip"``
     yields no rows (the driver finds it missing and records why).  Storage errors that outlast
@@ -252,19 +279,28 @@ def run(spec: JobSpec, plan: Plan, units: list[Unit], job: str, stage_class: typ
     ds = ds.map_batches(read_units, batch_size=None, batch_format="pyarrow", num_cpus=resources.task_cpus,
                         fn_kwargs={"columns": plan.columns, "storage_options": spec.storage_options,
                                    "on_bad_shard": spec.on_bad_shard})
-    # Tokenizers load once per actor; a separate CPU pool keeps tokenizing off the model actors.
+    if resources.fused_tokenize:
+        # CPU-only: the model actors tokenize their rows (actors.fused).  One unit in flight per
+        # actor: its read and tokenizing happen inside the call, so queueing a second unit
+        # only keeps it from an idle actor at the end of the job.
+        stage = TokenizeAndRun
+        kwargs = {"tokenize": tokenizer_kwargs, "stage": stage_class, "stage_kwargs": stage_kwargs}
+        in_flight = 1
+    else:
+        # Tokenizers load once per actor; a separate CPU pool keeps tokenizing off the GPU actors.
+        ds = ds.map_batches(
+            Tokenize, batch_size=None, batch_format="pyarrow", num_cpus=resources.task_cpus,
+            compute=ray.data.ActorPoolStrategy(min_size=1, max_size=resources.tokenize_actors),
+            fn_constructor_kwargs=tokenizer_kwargs,
+        )
+        # Two blocks in flight per actor keep a GPU fed without hoarding the tail.
+        stage, kwargs, in_flight = stage_class, stage_kwargs, 2
     ds = ds.map_batches(
-        Tokenize, batch_size=None, batch_format="pyarrow", num_cpus=resources.task_cpus,
-        compute=ray.data.ActorPoolStrategy(min_size=1, max_size=resources.tokenize_actors),
-        fn_constructor_kwargs=tokenizer_kwargs,
-    )
-    ds = ds.map_batches(
-        stage_class, batch_size=None, batch_format="pyarrow", num_gpus=resources.num_gpus, num_cpus=resources.num_cpus,
-        # The whole input is known up front: start every actor at once rather than scaling up
-        # step by step; two blocks in flight per actor keep it fed without hoarding the tail.
+        stage, batch_size=None, batch_format="pyarrow", num_gpus=resources.num_gpus, num_cpus=resources.num_cpus,
+        # The whole input is known up front: start every actor at once rather than scaling up step by step.
         compute=ray.data.ActorPoolStrategy(min_size=resources.min_actors, max_size=resources.max_actors,
-                                           initial_size=resources.max_actors, max_tasks_in_flight_per_actor=2),
-        fn_constructor_kwargs=stage_kwargs, **MODEL_ACTOR_FAULTS,
+                                           initial_size=resources.max_actors, max_tasks_in_flight_per_actor=in_flight),
+        fn_constructor_kwargs=kwargs, **MODEL_ACTOR_FAULTS,
     )
     ds = ds.map_batches(
         write_units, batch_size=None, batch_format="pyarrow", num_cpus=resources.task_cpus, max_retries=WRITE_TASK_RETRIES,

@@ -57,6 +57,8 @@ class JobSpec:
     storage_options: dict[str, Any] = field(default_factory=dict)
     cache_dir: Optional[str] = None
     ray_address: Optional[str] = None
+    dashboard: bool = False
+    tokenize_pool: Optional[bool] = None
 
     def to_dict(self, redact: bool = True) -> dict[str, Any]:
         """Plain JSON-able dict; credentials (storage-option secrets, passwords in URLs) replaced by
@@ -172,9 +174,10 @@ OPTIONS: dict[str, tuple[dict[str, Any], Any]] = {
     "batch_size": ({"metavar": "N", "help": "most rows in one model forward (default: 128 on CPU, 1024 on GPU)"}, _positive(int)),
     "max_batch_tokens": ({"metavar": "N", "help": "most tokens in one model forward (rows x longest row); rows are sorted by length and cut by this budget (default: 2048 on CPU, where small forwards measured fastest, 65536 on GPU)"}, _positive(int)),
     "num_gpus_per_actor": ({"metavar": "G", "help": "GPUs per model actor; default: 1 when the cluster has GPUs now, else 0 (CPU). Set 1 on autoscaling clusters that start without GPU nodes"}, _non_negative_float),
-    "cpus_per_actor": ({"metavar": "C", "help": "CPUs reserved per model actor; default: 1 with GPUs, else the CPUs left after a reserve for tokenizing and writing, shared by the actors"}, _positive(float)),
-    "threads_per_actor": ({"metavar": "N", "help": "torch threads per model actor (CPU inference); default: its CPUs rounded up"}, _positive(int)),
-    "actors": ({"metavar": "MIN,MAX", "help": "model actor pool size, autoscaling between MIN and MAX (it starts at MAX); default: 1,<GPUs in the cluster> with GPUs, on CPUs 1 actor per 4 CPUs (one actor below 4 CPUs). Give MAX on autoscaling clusters"}, _actors),
+    "cpus_per_actor": ({"metavar": "C", "help": "CPUs reserved per model actor; default: 1 with GPUs; on CPUs its threads, or less where the actors and a reserve for writing would not fit"}, _positive(float)),
+    "threads_per_actor": ({"metavar": "N", "help": "torch threads per model actor; default: 1 on CPUs (one single-threaded actor per CPU measured fastest), with GPUs its CPUs rounded up"}, _positive(int)),
+    "actors": ({"metavar": "MIN,MAX", "help": "model actor pool size, autoscaling between MIN and MAX (it starts at MAX); default: 1,<GPUs in the cluster> with GPUs, on CPUs 1,<CPUs / threads per actor> (capped so the weight copies fit in half the memory). Give MAX on autoscaling clusters"}, _actors),
+    "tokenize_pool": ({"action": argparse.BooleanOptionalAction, "help": "tokenize in a CPU actor pool of its own, handing token ids to the model actors; default: on with GPUs (tokenizing overlaps the GPU), off on CPUs (the model actors tokenize their own rows: no hand-off, no extra process)"}, _bool),
     "max_rows_per_file": ({"metavar": "N", "help": "split input files with more rows into N-row work units and output files (default: 50000)"}, _positive(int)),
     "on_bad_row": ({"choices": BAD_ROW_POLICIES, "help": "null / empty / non-string / non-UTF-8 text: 'error' stops the job naming file and row (default); 'flag' writes the row with a null output and an 'error' message. Text over the model's limit is truncated, never an error: the 'truncated' column marks it"}, _choice(BAD_ROW_POLICIES)),
     "on_bad_shard": ({"choices": BAD_SHARD_POLICIES, "help": "an input file that can't be read (corrupt Parquet): 'error' stops the job naming it (default); 'skip' leaves its rows out and records it in the manifest and summary"}, _choice(BAD_SHARD_POLICIES)),
@@ -182,6 +185,7 @@ OPTIONS: dict[str, tuple[dict[str, Any], Any]] = {
     "storage_options": ({"metavar": "JSON", "help": "fsspec options for input, output and model URLs, e.g. '{\"endpoint_url\": \"http://...\"}'; default: credentials and endpoint from the environment (AWS_*)"}, _json_dict),
     "cache_dir": ({"metavar": "DIR", "help": "local model cache on every node; remote models are downloaded once per node (default: ~/.cache/autoinfer)"}, _str),
     "ray_address": ({"metavar": "ADDR", "help": "Ray cluster to use; default: RAY_ADDRESS (set by `ray job submit`), else a local Ray"}, _str),
+    "dashboard": ({"action": argparse.BooleanOptionalAction, "help": "start the Ray dashboard with the local Ray the job starts (default: off; its processes take CPU from the model on small machines). A cluster's own dashboard is unaffected"}, _bool),
 }
 
 

@@ -12,6 +12,7 @@ import torch
 from actors.classify import Classify
 from actors.common import ERROR, INPUT_IDS, PADDED, ROW, SOURCE, TOKEN_TYPE_IDS, TOKENS, TRUNCATED, BadRowError, micro_batches, pad_rows
 from actors.embed import Embed, pool
+from actors.fused import TokenizeAndRun
 from actors.tokenize import Tokenize
 
 SENTENCES = [
@@ -155,6 +156,23 @@ def test_embed_equals_sentence_transformers_in_input_order(minilm: str, referenc
     assert _cosine(ours, reference_embeddings).min() >= 0.99999
     np.testing.assert_allclose(ours, reference_embeddings, atol=2e-5)
     assert all(p >= t for p, t in zip(out[PADDED].to_pylist(), out[TOKENS].to_pylist()))
+
+
+def test_tokenize_and_run_is_the_two_stages_in_one_actor(minilm: str, reference_embeddings: np.ndarray) -> None:
+    """The CPU clusters' fused actor: same columns and values as Tokenize then Embed, bad rows
+    flagged the same way, and the reference's vectors."""
+    texts = [*SENTENCES[:3], None, *SENTENCES[3:]]
+    tokenize = {"model": minilm, "text_column": "text", "max_length": 256, "on_bad_row": "flag", "drop_columns": ["text"]}
+    embed = {"model": minilm, "pooling": "mean", "normalize": True, "threads": 1}
+    fused = TokenizeAndRun(tokenize=tokenize, stage=Embed, stage_kwargs=embed)(pa.table({"text": texts}))
+    apart = Embed(**embed)(Tokenize(**tokenize)(pa.table({"text": texts})))
+    assert fused.column_names == apart.column_names
+    for name in fused.column_names:
+        if not name.startswith("__seconds"):
+            assert fused[name].equals(apart[name]), name
+    ours = np.array([v for v in fused["embedding"].to_pylist() if v is not None], dtype=np.float32)
+    np.testing.assert_allclose(ours, reference_embeddings, atol=2e-5)
+    assert fused["embedding"].is_null().to_pylist() == [t is None for t in texts]
 
 
 def test_embed_float16_output_and_null_for_bad_rows(minilm: str) -> None:

@@ -61,11 +61,12 @@ def test_s3_in_s3_out_equals_the_model_called_directly(s3_server, minilm: str, t
     cache = tmp_path / "model-cache"
     manifest = job("--model", f"s3://{s3_server.bucket}/models/minilm/", "--input", f"s3://{s3_server.bucket}/s3job/in/",
                    "--output", f"s3://{s3_server.bucket}/s3job/out", "--storage-options", json.dumps(s3_server.storage_options),
-                   "--cache-dir", str(cache), "--actors", "2")
+                   "--cache-dir", str(cache), "--actors", "2", "--tokenize-pool")
     out = f"{s3_server.bucket}/s3job/out"
     assert fs.exists(f"{out}/_SUCCESS")
     stored = json.loads(fs.cat(f"{out}/_manifest.json"))
     assert stored["summary"]["rows"] == 75 and stored["model"]["weights_digest"] == manifest["model"]["weights_digest"]
+    assert stored["resources"]["fused_tokenize"] is False  # --tokenize-pool: the GPU clusters' layout, on CPUs
     assert stored["job"]["storage_options"]["secret"] == "***"
     assert stored["model"]["pooling"] == "mean" and stored["model"]["normalize"] is True  # from the model's ST files
     reference = reference_embeddings(minilm, texts["part-0.parquet"] + texts["part-1.parquet"])
@@ -103,7 +104,7 @@ def test_shards_and_actors_rerun_keeps_the_same_files(minilm: str, tmp_path: Pat
     shards = {s["name"]: s for s in first["shards"]}
     assert [shards[f"part-{i}.parquet"]["rows"] for i in range(5)] == sizes
     assert shards["part-3.parquet"]["outputs"] == []
-    assert first["resources"]["max_actors"] == 2
+    assert first["resources"]["max_actors"] == 2 and first["resources"]["fused_tokenize"] is True  # CPUs' default
     summary = first["summary"]
     assert summary["rows"] == sum(sizes) and summary["files"] == 6 and summary["bad_rows"] == 0
     assert 0 <= summary["padding_ratio"] < 0.5 and summary["tokens_per_second"] > 0
