@@ -2,6 +2,7 @@
 
     python bench/job_vs_st.py                 # 6,000 texts, MiniLM, CPU, 3 runs of each side
     python bench/job_vs_st.py --runs 1        # quicker, one run each
+    python bench/job_vs_st.py --variant "--actors 1 --threads-per-actor 2"   # also time the job with these flags
 
 Both sides are timed as a user experiences them: from starting the process to its exit,
 on the same local Parquet shards, writing Parquet embeddings.  Ours is the CLI
@@ -12,6 +13,7 @@ write with pyarrow), which gives the same embeddings (mean pooling, L2-normalise
 from __future__ import annotations
 
 import argparse
+import shlex
 import shutil
 import statistics
 import subprocess
@@ -61,6 +63,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--runs", type=int, default=3, help="runs of each side; medians (default: 3)")
     parser.add_argument("--device", default="cpu", help="cpu or cuda (default: cpu)")
     parser.add_argument("--st-batch-size", type=int, default=32, help="sentence-transformers batch (default: 32, its own default)")
+    parser.add_argument("--variant", action="append", default=[], metavar="FLAGS",
+                        help="also run the job with these extra flags in every round (repeatable)")
     parser.add_argument("--output", type=Path, default=None, help="JSON results (default: bench/results/job_vs_st_<device>.json)")
     args = parser.parse_args(argv)
     model = str(model_path(MINILM))
@@ -70,13 +74,17 @@ def main(argv: list[str] | None = None) -> int:
         script = work / "st_encode.py"
         script.write_text(SENTENCE_TRANSFORMERS_SCRIPT)
         ours, theirs = [], []
+        variants: dict[str, list[float]] = {flags: [] for flags in args.variant}
         for run in range(args.runs):  # alternate the sides, so a busy spell on the machine hits both
             command = [sys.executable, "-m", "jobs.infer", "--model", model, "--input", str(work / "input"),
-                       "--output", str(work / f"job-{run}")]
-            ours.append(timed(command + (["--num-gpus-per-actor", "1"] if args.device == "cuda" else [])))
+                       "--output", str(work / f"job-{run}")] + (["--num-gpus-per-actor", "1"] if args.device == "cuda" else [])
+            ours.append(timed(command))
             theirs.append(timed([sys.executable, str(script), model, str(work / "input"), str(work / f"st-{run}"),
                                  args.device, str(args.st_batch_size)]))
-            print(f"  run {run + 1}: job {ours[-1]:.1f} s, sentence-transformers script {theirs[-1]:.1f} s", flush=True)
+            for number, (flags, seconds) in enumerate(variants.items()):
+                seconds.append(timed(command[:-1] + [str(work / f"job-{run}-variant-{number}")] + shlex.split(flags)))
+            extra = "".join(f", job {flags} {seconds[-1]:.1f} s" for flags, seconds in variants.items())
+            print(f"  run {run + 1}: job {ours[-1]:.1f} s, sentence-transformers script {theirs[-1]:.1f} s{extra}", flush=True)
     finally:
         shutil.rmtree(work, ignore_errors=True)
     job, st = statistics.median(ours), statistics.median(theirs)
@@ -86,9 +94,12 @@ def main(argv: list[str] | None = None) -> int:
     print("-" * 78)
     print(f"{'sentence-transformers script (read, encode, write)':<58} {st:9.1f} {1.0:8.2f}x")
     print(f"{'our job (CLI, Ray start, Parquet in and out, manifest)':<58} {job:9.1f} {st / job:8.2f}x   target >= 1.2")
+    for flags, seconds in variants.items():
+        print(f"{'our job ' + flags:<58} {statistics.median(seconds):9.1f} {st / statistics.median(seconds):8.2f}x")
     write_json(args.output or RESULTS / f"job_vs_st_{args.device}.json",
                {"environment": environment(torch.device(args.device), torch.get_num_threads()), "texts": args.texts,
                 "shards": args.shards, "job_seconds": ours, "sentence_transformers_seconds": theirs,
+                "variant_seconds": variants,
                 "speedup": st / job})
     return 0
 

@@ -17,15 +17,19 @@ from torch import nn
 from ..configuration import PretrainedConfig
 from ..modeling import (
     BaseModelOutputWithPooling,
+    FusedQKV,
     MaskedLMOutput,
     ModelOutput,
     PreTrainedModel,
     QuestionAnsweringModelOutput,
+    Segments,
     SequenceClassifierOutput,
     TokenClassifierOutput,
     activation,
     attention,
+    check_flat_inputs,
     padding_mask,
+    varlen_attention,
 )
 from .. import registry
 
@@ -85,7 +89,7 @@ class AlbertEmbeddings(nn.Module):
         return self.dropout(self.LayerNorm(embeddings))  # (B, T, E)
 
 
-class AlbertAttention(nn.Module):
+class AlbertAttention(FusedQKV, nn.Module):
     """Self-attention with its output projection and post-norm residual in one module, as the
     reference's checkpoint keys (``attention.query``, ``attention.dense``, ``attention.LayerNorm``)."""
 
@@ -108,12 +112,16 @@ class AlbertAttention(nn.Module):
         return x.view(batch, length, self.num_heads, self.head_dim).transpose(1, 2)  # (B, nH, T, d)
 
     def forward(self, hidden: torch.Tensor, mask: torch.Tensor, need_weights: bool):
-        q, k, v = self._heads(self.query(hidden)), self._heads(self.key(hidden)), self._heads(self.value(hidden))
+        q, k, v = (self._heads(x) for x in self.qkv(hidden).chunk(3, dim=-1))
         context, probs = attention(q, k, v, mask, need_weights=need_weights,
                                    dropout_p=self.dropout_p if self.training else 0.0)
         batch, _, length, _ = context.shape
         context = context.transpose(1, 2).reshape(batch, length, -1)  # (B, T, H)
         return self.LayerNorm(hidden + self.output_dropout(self.dense(context))), probs
+
+    def forward_flat(self, hidden: torch.Tensor, segments: Segments) -> torch.Tensor:
+        context = varlen_attention(self.qkv(hidden), segments, self.num_heads)  # (N, H)
+        return self.LayerNorm(hidden + self.dense(context))
 
 
 class AlbertLayer(nn.Module):
@@ -127,9 +135,14 @@ class AlbertLayer(nn.Module):
 
     def forward(self, hidden: torch.Tensor, mask: torch.Tensor, need_weights: bool):
         hidden, probs = self.attention(hidden, mask, need_weights)
+        return self._feed_forward(hidden), probs
+
+    def forward_flat(self, hidden: torch.Tensor, segments: Segments) -> torch.Tensor:
+        return self._feed_forward(self.attention.forward_flat(hidden, segments))  # (N, H)
+
+    def _feed_forward(self, hidden: torch.Tensor) -> torch.Tensor:
         # The reference applies no dropout to the feed-forward output, so neither do we.
-        ffn = self.ffn_output(self.act(self.ffn(hidden)))  # (B, T, H)
-        return self.full_layer_layer_norm(ffn + hidden), probs
+        return self.full_layer_layer_norm(self.ffn_output(self.act(self.ffn(hidden))) + hidden)
 
 
 class AlbertLayerGroup(nn.Module):
@@ -167,6 +180,13 @@ class AlbertTransformer(nn.Module):
                 if output_attentions:
                     all_probs.append(probs)
         return hidden, _tuple(all_hidden), _tuple(all_probs)
+
+    def forward_flat(self, embedded: torch.Tensor, segments: Segments) -> torch.Tensor:
+        hidden = self.embedding_hidden_mapping_in(embedded)  # (N, E) → (N, H)
+        for depth in range(self.num_hidden_layers):
+            for layer in self.albert_layer_groups[self.group_index(depth)].albert_layers:
+                hidden = layer.forward_flat(hidden, segments)
+        return hidden  # (N, H)
 
 
 def _tuple(items: Optional[list]) -> Optional[tuple]:
@@ -216,6 +236,15 @@ class AlbertModel(AlbertPreTrainedModel):
         )
         pooled = torch.tanh(self.pooler(hidden[:, 0])) if self.pooler is not None else None  # first token: (B, H)
         return BaseModelOutputWithPooling(hidden, pooled, all_hidden, all_probs)
+
+    def forward_flat(self, input_ids: torch.Tensor, segments: Segments,
+                     token_type_ids: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """Unpadded inference: (N,) token ids of ``segments``' sequences back to back → (N, H)
+        last hidden states.  Linear layers and LayerNorms see only real tokens."""
+        check_flat_inputs(self, input_ids, segments)
+        embedded = self.embeddings(input_ids[None], None if token_type_ids is None else token_type_ids[None],
+                                   segments.positions[None], None)[0]  # (N, E)
+        return self.encoder.forward_flat(embedded, segments)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -322,6 +351,13 @@ class AlbertForSequenceClassification(AlbertPreTrainedModel):
         out = self.albert(input_ids, attention_mask, token_type_ids, position_ids, **kwargs)
         logits = self.classifier(self.dropout(out.pooler_output))  # (B, num_labels)
         return SequenceClassifierOutput(logits, out.hidden_states, out.attentions)
+
+    def forward_flat(self, input_ids: torch.Tensor, segments: Segments,
+                     token_type_ids: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """Unpadded inference: (N,) token ids → (B, num_labels) logits."""
+        hidden = self.albert.forward_flat(input_ids, segments, token_type_ids)  # (N, H)
+        pooled = torch.tanh(self.albert.pooler(hidden.index_select(0, segments.first)))  # first token: (B, H)
+        return self.classifier(self.dropout(pooled))
 
 
 class AlbertForTokenClassification(AlbertPreTrainedModel):
