@@ -84,8 +84,9 @@ def plan_resources(spec: JobSpec, cluster: dict[str, float], weights_bytes: int 
     """GPU actors when asked or when the cluster has GPUs now.
 
     On CPUs, single-threaded actors, one per CPU: a forward's threads wait for each other at
-    every operator, so one process per core gets more done than threads sharing a process
-    (2 cores, MiniLM: two 1-thread processes ran 8,865 tok/s, one 2-thread process 6,811).
+    every operator, so whenever Ray's own processes take a core from one thread the others
+    stall too (2 cores, MiniLM, 6,000 texts, bench/job_vs_st.py: the whole job took 125 s with
+    two 1-thread actors, 160 s with one 2-thread actor, medians of 2 interleaved runs).
     The actors tokenize their own rows and hold all but a small reserve of the CPUs for the
     write tasks (Ray CPUs are a reservation; the writes take milliseconds).  Each actor holds
     its own copy of the weights: the count is capped so the copies fit in half the cluster's
