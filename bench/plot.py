@@ -25,7 +25,7 @@ def plot(results: dict, target: Path) -> None:
     for axis, model in zip(axes[0], models):
         entry = results["models"][model]
         timings = entry["timings"]
-        base = next(t for t in timings if t["name"] == entry["input_order"])["tokens_per_second"]
+        base = next(t for t in timings if t["name"] == (entry["input_order"] or entry["ours"]))["tokens_per_second"]
         names = [t["name"] for t in timings]
         speeds = [t["tokens_per_second"] for t in timings]
         colours = ["#1f77b4" if n.startswith("ours") else "#ff7f0e" if n == entry["sorted_best"] else "#9e9e9e"

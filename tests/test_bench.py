@@ -25,3 +25,23 @@ def test_model_bench_writes_results_that_plot_draws(tmp_path: Path) -> None:
     assert all(t["tokens_per_second"] > 0 for t in data["models"]["minilm"]["timings"])
     assert plot.main([str(results), str(tmp_path / "model.png")]) == 0
     assert (tmp_path / "model.png").stat().st_size > 10_000
+
+
+def test_without_the_packaged_model_minilm_is_a_random_model_of_its_shape(tmp_path: Path, monkeypatch) -> None:
+    """A GPU box without the MiniLM package (no network there) still runs the benchmark: a
+    random-weight model of MiniLM's shape with a vocabulary covering the generated texts."""
+    import common
+    from autoload import AutoConfig, AutoTokenizer
+
+    monkeypatch.setattr(common, "CACHE", tmp_path)
+    monkeypatch.setattr(common, "packaged_minilm", lambda: None)
+    path = common.model_path(common.MINILM)
+    assert path == tmp_path / "minilm-shape" and (path / "model.safetensors").exists()
+    config = AutoConfig.from_pretrained(path)
+    assert (config.hidden_size, config.num_hidden_layers, config.intermediate_size) == (384, 6, 1536)
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    texts = common.generate_texts(20)
+    encodings = tokenizer(texts)["input_ids"]
+    assert tokenizer.unk_token_id not in {i for ids in encodings for i in ids}
+    words = sum(len(t.split()) for t in texts)
+    assert words < sum(len(ids) for ids in encodings) < 1.3 * words  # about a token per word, plus full stops

@@ -248,3 +248,31 @@ def test_micro_batch_limits_default_per_device(minilm: str) -> None:
     stage = Embed(minilm, threads=1)
     assert (stage.max_batch_tokens, stage.batch_size) == MICRO_BATCH_LIMITS["cpu"]
     assert Embed(minilm, max_batch_tokens=64, batch_size=4, threads=1).max_batch_tokens == 64
+
+
+CUDA = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (bench/gpu_check.sh runs these)")
+
+
+@CUDA
+@pytest.mark.parametrize("case", CASES, ids=[c.name for c in CASES])
+def test_cuda_flat_equals_the_reference_in_float32_and_half(case: ModelCase, tmp_path: Path) -> None:
+    """On a GPU: the flat forward in float32 equals the CPU reference; in float16 and bfloat16
+    (``varlen_attn`` where its limits allow) it stays within 1e-2 / 2e-2 relative per token."""
+    reference, ours = _load(case, "base", tmp_path)
+    padded, flat = _ragged_inputs(case, LENGTHS)
+    with torch.inference_mode():
+        expected = reference(**padded).last_hidden_state[padded["attention_mask"].bool()]  # (N, H)
+    device = torch.device("cuda")
+    segments = Segments.from_lengths(LENGTHS, device)
+    inputs = {k: v.to(device) for k, v in flat.items()}
+    ids = inputs.pop("input_ids")
+    model = ours.to(device).prepare_for_inference()
+    with torch.inference_mode():
+        got = model.forward_flat(ids, segments, **inputs).cpu()
+    torch.testing.assert_close(got, expected, atol=1e-4, rtol=1e-4)
+    for dtype, bound in ((torch.float16, 1e-2), (torch.bfloat16, 2e-2)):
+        half = model.to(dtype).prepare_for_inference()
+        with torch.inference_mode():
+            got = half.forward_flat(ids, segments, **inputs).float().cpu()
+        relative = (got - expected).norm(dim=1) / expected.norm(dim=1)
+        assert relative.max() <= bound, (dtype, relative.max())
