@@ -318,7 +318,7 @@ def varlen_attention(qkv: torch.Tensor, segments: Segments, num_heads: int, *, c
         q, k, v = qkv.view(total, 3, num_heads, head_dim).unbind(1)  # (N, nH, d) each, last dim contiguous
         window = (-1, 0) if causal else (-1, -1)
         out = _varlen_kernel()(q, k, v, segments.cu_seqlens, segments.cu_seqlens, segments.max_seqlen,
-                           segments.max_seqlen, window_size=window)
+                               segments.max_seqlen, window_size=window)
         return out.reshape(total, hidden)
     batch, length = segments.num_sequences, segments.max_seqlen
     if segments.uniform:
@@ -339,6 +339,17 @@ def check_flat_inputs(model: nn.Module, input_ids: torch.Tensor, segments: Segme
     if input_ids.dim() != 1 or input_ids.shape[0] != segments.num_tokens:
         raise ValueError(f"forward_flat needs (N,) input ids with N = {segments.num_tokens} tokens, "
                          f"got shape {tuple(input_ids.shape)}")
+
+
+def embed_flat(model: nn.Module, input_ids: torch.Tensor, segments: Segments,
+               token_type_ids: Optional[torch.Tensor] = None, positions: Optional[torch.Tensor] = None) -> torch.Tensor:
+    """A flat batch through ``model.embeddings`` (a padded-layout module taking ids, token
+    types, positions and input embeddings) as one (1, N) row → (N, E).  Checks the inputs
+    first; ``positions`` default to each token's position within its sequence."""
+    check_flat_inputs(model, input_ids, segments)
+    positions = segments.positions if positions is None else positions
+    types = None if token_type_ids is None else token_type_ids[None]
+    return model.embeddings(input_ids[None], types, positions[None], None)[0]
 
 
 def pool_segments(hidden: torch.Tensor, segments: Segments, mode: str) -> torch.Tensor:

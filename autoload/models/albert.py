@@ -27,7 +27,7 @@ from ..modeling import (
     TokenClassifierOutput,
     activation,
     attention,
-    check_flat_inputs,
+    embed_flat,
     padding_mask,
     varlen_attention,
 )
@@ -241,10 +241,7 @@ class AlbertModel(AlbertPreTrainedModel):
                      token_type_ids: Optional[torch.Tensor] = None) -> torch.Tensor:
         """Unpadded inference: (N,) token ids of ``segments``' sequences back to back → (N, H)
         last hidden states.  Linear layers and LayerNorms see only real tokens."""
-        check_flat_inputs(self, input_ids, segments)
-        embedded = self.embeddings(input_ids[None], None if token_type_ids is None else token_type_ids[None],
-                                   segments.positions[None], None)[0]  # (N, E)
-        return self.encoder.forward_flat(embedded, segments)
+        return self.encoder.forward_flat(embed_flat(self, input_ids, segments, token_type_ids), segments)
 
 
 # ---------------------------------------------------------------------------------------------

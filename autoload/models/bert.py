@@ -21,7 +21,7 @@ from ..modeling import (
     TokenClassifierOutput,
     activation,
     attention,
-    check_flat_inputs,
+    embed_flat,
     padding_mask,
     varlen_attention,
 )
@@ -259,10 +259,7 @@ class BertModel(BertPreTrainedModel):
                      token_type_ids: Optional[torch.Tensor] = None) -> torch.Tensor:
         """Unpadded inference: (N,) token ids of ``segments``' sequences back to back → (N, H)
         last hidden states.  Linear layers and LayerNorms see only real tokens."""
-        check_flat_inputs(self, input_ids, segments)
-        hidden = self.embeddings(input_ids[None], None if token_type_ids is None else token_type_ids[None],
-                                 segments.positions[None], None)[0]  # (N, H)
-        return self.encoder.forward_flat(hidden, segments)
+        return self.encoder.forward_flat(embed_flat(self, input_ids, segments, token_type_ids), segments)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -24,7 +24,7 @@ from ..modeling import (
     SequenceClassifierOutput,
     TokenClassifierOutput,
     activation,
-    check_flat_inputs,
+    embed_flat,
     padding_mask,
 )
 from .. import registry
@@ -136,9 +136,7 @@ class ElectraModel(ElectraPreTrainedModel):
     def forward_flat(self, input_ids: torch.Tensor, segments: Segments,
                      token_type_ids: Optional[torch.Tensor] = None) -> torch.Tensor:
         """Unpadded inference: (N,) token ids of ``segments``' sequences back to back → (N, H)."""
-        check_flat_inputs(self, input_ids, segments)
-        hidden = self.embeddings(input_ids[None], None if token_type_ids is None else token_type_ids[None],
-                                 segments.positions[None], None)[0]  # (N, E)
+        hidden = embed_flat(self, input_ids, segments, token_type_ids)  # (N, E)
         if hasattr(self, "embeddings_project"):
             hidden = self.embeddings_project(hidden)  # (N, H)
         return self.encoder.forward_flat(hidden, segments)

@@ -23,7 +23,7 @@ from ..modeling import (
     Segments,
     SequenceClassifierOutput,
     TokenClassifierOutput,
-    check_flat_inputs,
+    embed_flat,
     padding_mask,
 )
 from .. import registry
@@ -150,10 +150,8 @@ class RobertaModel(RobertaPreTrainedModel):
         Every flat token is real, so positions count from ``pad_token_id + 1`` as in the padded
         path (which would number a pad id inside a sequence as padding; real inputs have none).
         """
-        check_flat_inputs(self, input_ids, segments)
         positions = segments.positions + self.embeddings.padding_idx + 1  # (N,)
-        hidden = self.embeddings(input_ids[None], None if token_type_ids is None else token_type_ids[None],
-                                 positions[None], None)[0]  # (N, H)
+        hidden = embed_flat(self, input_ids, segments, token_type_ids, positions)  # (N, H)
         return self.encoder.forward_flat(hidden, segments)
 
 
