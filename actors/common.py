@@ -54,12 +54,6 @@ def valid_rows(table: pa.Table) -> np.ndarray:
     return table[ERROR].is_null().to_numpy(zero_copy_only=False)
 
 
-def group_size(longest: int, max_tokens: int, max_rows: int) -> int:
-    """Rows in a forward whose longest row has ``longest`` tokens: at most ``max_rows`` rows
-    and ``max_tokens`` padded tokens, and always at least one row."""
-    return max(1, min(max_rows, max_tokens // max(longest, 1)))
-
-
 def micro_batches(lengths: np.ndarray, max_tokens: int, max_rows: int) -> list[np.ndarray]:
     """Row indices grouped into forwards, longest rows first.
 
@@ -71,7 +65,8 @@ def micro_batches(lengths: np.ndarray, max_tokens: int, max_rows: int) -> list[n
     groups: list[np.ndarray] = []
     start = 0
     while start < len(order):
-        rows = group_size(int(lengths[order[start]]), max_tokens, max_rows)  # sorted: the first is the longest
+        longest = max(int(lengths[order[start]]), 1)  # sorted descending: the first is the longest
+        rows = max(1, min(max_rows, max_tokens // longest))
         groups.append(order[start:start + rows])
         start += rows
     return groups

@@ -29,7 +29,7 @@ from .common import (
     TOKENS,
     flat_rows,
     injected_faults,
-    group_size,
+    micro_batches,
     pad_rows,
     seconds_column,
     valid_rows,
@@ -157,30 +157,30 @@ class ModelStage:
     def _run(self, rows: np.ndarray, lengths: np.ndarray, ids: pa.ListArray,
              type_ids: Optional[pa.ListArray]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Forward ``rows`` longest first in token-budget micro-batches.  Returns the rows in the
-        order they ran, their (rows, output_width) results and the width each ran at."""
-        order = rows[np.argsort(-lengths[rows], kind="stable")]
+        order they ran, their (rows, output_width) results and the width each ran at.  After an
+        out-of-memory error the rows not run yet are cut again under the lowered budget."""
         done: list[np.ndarray] = []
         results: list[torch.Tensor] = []
         widths: list[np.ndarray] = []
-        start = 0
-        while start < len(order):
-            longest = int(lengths[order[start]])
-            group = order[start:start + group_size(longest, self.max_batch_tokens, self.batch_size)]
-            try:
-                result, width = self._forward_group(group, lengths, ids, type_ids)
-            except torch.cuda.OutOfMemoryError as err:
-                self._lower_budget(len(group), longest, err)
-                out_of_memory = True
-            else:
-                out_of_memory = False
+        remaining = rows
+        while len(remaining):
+            for group in micro_batches(lengths[remaining], self.max_batch_tokens, self.batch_size):
+                group = remaining[group]
+                try:
+                    result, width = self._forward_group(group, lengths, ids, type_ids)
+                except torch.cuda.OutOfMemoryError as err:
+                    self._lower_budget(len(group), int(lengths[group].max()), err)
+                    break
                 done.append(group)
                 results.append(result)
                 widths.append(width)
-                start += len(group)
-            if out_of_memory and self.device.type == "cuda":
-                # Outside the except block the failed forward's tensors are released, so the
-                # cache can hand their memory back before the smaller retry.
+            else:
+                break
+            # Outside the except block the failed forward's tensors are released, so the cache
+            # can hand their memory back before the smaller retry.
+            if self.device.type == "cuda":
                 torch.cuda.empty_cache()
+            remaining = np.setdiff1d(remaining, np.concatenate(done)) if done else remaining
         if not done:
             return rows, np.zeros((0, self.output_width), dtype=np.float32), np.zeros(0, dtype=np.int32)
         # Results stay on the device until the block ends: one copy back, no wait per micro-batch.
