@@ -94,13 +94,9 @@ class ModelStage:
             model, torch_dtype=load_dtype(dtype, self.device), storage_options=storage_options or {}, cache_dir=cache_dir,
             output_loading_info=True,
         )
-        missing = [k for k in info["missing_keys"] if not k.startswith(self.unused_weights)]
-        if missing:
-            # Freshly initialised weights would produce confident nonsense for every row.
-            raise ValueError(
-                f"{model} has no trained weights for {', '.join(missing[:5])}{' ...' if len(missing) > 5 else ''}: "
-                f"it is not a {self.checkpoint_kind} checkpoint for {type(loaded).__name__}."
-            )
+        problem = self.untrained(model, type(loaded).__name__, info["missing_keys"])
+        if problem:
+            raise ValueError(problem)
         self.model = loaded.to(self.device).prepare_for_inference()
         self.flat = callable(getattr(self.model, "forward_flat", None))
         if expected_weights_digest is not None:
@@ -114,6 +110,16 @@ class ModelStage:
                     model, type(self.model).__name__, self.model.dtype, self.device, torch.get_num_threads(),
                     "unpadded" if self.flat else "padded", self.max_batch_tokens, self.batch_size,
                     time.perf_counter() - started)
+
+    @classmethod
+    def untrained(cls, model: str, model_class: str, missing_keys: list[str]) -> Optional[str]:
+        """Why a checkpoint can't serve this stage, or None: the weights the stage uses that it
+        lacks.  Freshly initialised weights would produce confident nonsense for every row."""
+        missing = [k for k in missing_keys if not k.startswith(cls.unused_weights)]
+        if not missing:
+            return None
+        return (f"{model} has no trained weights for {', '.join(missing[:5])}{' ...' if len(missing) > 5 else ''}: "
+                f"it is not a {cls.checkpoint_kind} checkpoint for {model_class}.")
 
     # -- subclass interface ---------------------------------------------------------------
     @property

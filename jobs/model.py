@@ -91,18 +91,14 @@ def resolve(spec: JobSpec) -> ResolvedModel:
         tokenizer = AutoTokenizer.from_pretrained(reference, **fetch)
         files = weight_files(source)
         digest = weights_digest(files)
-        missing = [k for k in verify_checkpoint(model_class, config, files).missing_keys
-                   if not k.startswith(stage.unused_weights)]
+        untrained = stage.untrained(shown, model_class.__name__, verify_checkpoint(model_class, config, files).missing_keys)
         st = _sentence_transformers(source)
     except ModelError:
         raise
     except (OSError, ValueError, KeyError) as err:
         raise ModelError(f"Can't use model {shown}: {redact_text(str(err))}") from err
-    if missing:
-        # Freshly initialised weights would produce confident nonsense for every row.
-        raise ModelError(f"Model {shown} has no trained weights for {', '.join(missing[:5])}"
-                         f"{' ...' if len(missing) > 5 else ''}: it is not a {stage.checkpoint_kind} checkpoint for "
-                         f"{model_class.__name__}. Use a checkpoint trained for --task {spec.task}.")
+    if untrained:
+        raise ModelError(f"Model {untrained} Use a checkpoint trained for --task {spec.task}.")
     resolved = ResolvedModel(
         reference=reference, model_class=model_class.__name__, model_type=config.model_type,
         config_hash=hashlib.sha256(config.to_json_string().encode()).hexdigest(),

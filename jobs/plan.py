@@ -87,9 +87,8 @@ def check_output_location(inputs: Iterable[str], output: str, storage_options: d
         in_fs, in_path = filesystem(item, storage_options)
         if in_fs.protocol != out_fs.protocol:
             continue
-        if any(ch in in_path for ch in _GLOB_CHARS):  # a glob reaches everything below its fixed part
-            in_path = in_path[: min(in_path.index(ch) for ch in _GLOB_CHARS if ch in in_path)].rsplit("/", 1)[0]
-        root = posixpath.normpath(in_path)
+        glob_root = _glob_root(in_path)  # a glob reaches everything below its fixed part
+        root = posixpath.normpath(in_path if glob_root is None else glob_root)
         if out_path == root or out_path.startswith(root.rstrip("/") + "/"):
             raise InputError(f"The output {redact_text(output)} is {'the same as' if out_path == root else 'inside'} the input "
                              f"{redact_text(item)}: the next run would read this job's output files as input. "
@@ -136,8 +135,8 @@ def _list(fs: fsspec.AbstractFileSystem, path: str) -> tuple[Optional[str], list
     An input is a file, a directory/prefix (searched recursively, skipping ``_*`` and ``.*``
     names such as ``_SUCCESS``), or a glob.
     """
-    if any(ch in path for ch in _GLOB_CHARS):
-        root = path[: min(path.index(ch) for ch in _GLOB_CHARS if ch in path)].rsplit("/", 1)[0]
+    root = _glob_root(path)
+    if root is not None:
         return root, [p for p in fs.glob(path) if fs.isfile(p)]
     if fs.isfile(path):
         return posixpath.dirname(path), [path]
@@ -145,6 +144,13 @@ def _list(fs: fsspec.AbstractFileSystem, path: str) -> tuple[Optional[str], list
         root = path.rstrip("/")
         return root, [p for p in fs.find(root) if _is_data_file(posixpath.relpath(p, root))]
     return None, []
+
+
+def _glob_root(path: str) -> Optional[str]:
+    """The directory above a glob's first wildcard, or None when ``path`` is no glob."""
+    if not any(ch in path for ch in _GLOB_CHARS):
+        return None
+    return path[: min(path.index(ch) for ch in _GLOB_CHARS if ch in path)].rsplit("/", 1)[0]
 
 
 def is_bad_file(err: BaseException) -> bool:
