@@ -6,11 +6,14 @@ BERT-large shapes are randomly initialised once and saved to a cache directory.
 """
 from __future__ import annotations
 
+import argparse
+
 import json
 import os
 import platform
 import shutil
 import statistics
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -108,6 +111,20 @@ def write_vocabulary(directory: Path) -> None:
     tokens = [*SPECIAL_TOKENS, ".", ",", *sorted(set(WORDS)), *letters, *(f"##{c}" for c in letters)]
     (directory / "vocab.txt").write_text("\n".join(dict.fromkeys(tokens)) + "\n")
     (directory / "tokenizer_config.json").write_text(json.dumps({"do_lower_case": True, "model_max_length": 512}))
+
+
+def job_arguments(parser: argparse.ArgumentParser, texts: int) -> None:
+    """The options of the benchmarks that run the whole job on generated Parquet shards."""
+    parser.add_argument("--texts", type=int, default=texts, help=f"generated texts (default: {texts})")
+    parser.add_argument("--shards", type=int, default=4, help="Parquet files they are split into (default: 4)")
+    parser.add_argument("--runs", type=int, default=3, help="runs of each side; medians (default: 3)")
+    parser.add_argument("--device", default="cpu", help="cpu or cuda (default: cpu)")
+
+
+def job_command(model: str, inputs: Path, output: Path, device: str) -> list[str]:
+    """The job as a user runs it from the command line, on ``device``'s actors."""
+    command = [sys.executable, "-m", "jobs.infer", "--model", model, "--input", str(inputs), "--output", str(output)]
+    return command + (["--num-gpus-per-actor", "1"] if device == "cuda" else [])
 
 
 def resolve_device(name: str) -> torch.device:

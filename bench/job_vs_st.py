@@ -27,7 +27,17 @@ import torch
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import MINILM, RESULTS, environment, generate_texts, model_path, write_json, write_shards  # noqa: E402
+from common import (  # noqa: E402
+    MINILM,
+    RESULTS,
+    environment,
+    generate_texts,
+    job_arguments,
+    job_command,
+    model_path,
+    write_json,
+    write_shards,
+)
 
 SENTENCE_TRANSFORMERS_SCRIPT = '''
 import sys
@@ -58,10 +68,7 @@ def timed(command: list[str]) -> float:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--texts", type=int, default=6000, help="generated texts (default: 6000)")
-    parser.add_argument("--shards", type=int, default=4, help="Parquet files they are split into (default: 4)")
-    parser.add_argument("--runs", type=int, default=3, help="runs of each side; medians (default: 3)")
-    parser.add_argument("--device", default="cpu", help="cpu or cuda (default: cpu)")
+    job_arguments(parser, texts=6000)
     parser.add_argument("--st-batch-size", type=int, default=32, help="sentence-transformers batch (default: 32, its own default)")
     parser.add_argument("--variant", action="append", default=[], metavar="FLAGS",
                         help="also run the job with these extra flags in every round (repeatable)")
@@ -76,13 +83,12 @@ def main(argv: list[str] | None = None) -> int:
         ours, theirs = [], []
         variants: dict[str, list[float]] = {flags: [] for flags in args.variant}
         for run in range(args.runs):  # alternate the sides, so a busy spell on the machine hits both
-            command = [sys.executable, "-m", "jobs.infer", "--model", model, "--input", str(work / "input"),
-                       "--output", str(work / f"job-{run}")] + (["--num-gpus-per-actor", "1"] if args.device == "cuda" else [])
-            ours.append(timed(command))
+            ours.append(timed(job_command(model, work / "input", work / f"job-{run}", args.device)))
             theirs.append(timed([sys.executable, str(script), model, str(work / "input"), str(work / f"st-{run}"),
                                  args.device, str(args.st_batch_size)]))
             for number, (flags, seconds) in enumerate(variants.items()):
-                seconds.append(timed(command[:-1] + [str(work / f"job-{run}-variant-{number}")] + shlex.split(flags)))
+                seconds.append(timed(job_command(model, work / "input", work / f"job-{run}-variant-{number}", args.device)
+                                     + shlex.split(flags)))
             extra = "".join(f", job {flags} {seconds[-1]:.1f} s" for flags, seconds in variants.items())
             print(f"  run {run + 1}: job {ours[-1]:.1f} s, sentence-transformers script {theirs[-1]:.1f} s{extra}", flush=True)
     finally:

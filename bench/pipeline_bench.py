@@ -36,7 +36,17 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import MINILM, RESULTS, environment, generate_texts, model_path, write_json, write_shards  # noqa: E402
+from common import (  # noqa: E402
+    MINILM,
+    RESULTS,
+    environment,
+    generate_texts,
+    job_arguments,
+    job_command,
+    model_path,
+    write_json,
+    write_shards,
+)
 
 from actors.embed import Embed  # noqa: E402
 from actors.tokenize import Tokenize  # noqa: E402
@@ -70,9 +80,7 @@ def plain_loop(shards: list[Path], output: Path, model: str, device: str, thread
 
 def job(shards_dir: Path, output: Path, model: str, device: str) -> dict:
     """``python -m jobs.infer`` on the shards; returns its manifest's summary plus the wall time."""
-    command = [sys.executable, "-m", "jobs.infer", "--model", model, "--input", str(shards_dir), "--output", str(output)]
-    if device == "cuda":
-        command += ["--num-gpus-per-actor", "1"]
+    command = job_command(model, shards_dir, output, device)
     started = time.perf_counter()
     done = subprocess.run(command, cwd=REPO, capture_output=True, text=True)
     wall = time.perf_counter() - started
@@ -85,10 +93,7 @@ def job(shards_dir: Path, output: Path, model: str, device: str) -> dict:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--texts", type=int, default=2000, help="generated texts (default: 2000)")
-    parser.add_argument("--shards", type=int, default=4, help="Parquet files they are split into (default: 4)")
-    parser.add_argument("--runs", type=int, default=3, help="runs of each side; medians (default: 3)")
-    parser.add_argument("--device", default="cpu", help="cpu or cuda (default: cpu)")
+    job_arguments(parser, texts=2000)
     parser.add_argument("--processes", type=int, default=None,
                         help="plain-loop processes (default: as many as the job's actors: 1 with --device cuda, else one per CPU)")
     parser.add_argument("--threads", type=int, default=None,

@@ -69,6 +69,22 @@ def check_exact(texts: dict[str, list[str]], read: Callable[[str], pa.Table], mi
     return len(ids), len(ids) - len(set(ids))
 
 
+def rerun_resumes(argv: list[str], committed: set[str], units: int, texts: dict[str, list[str]],
+                  read: Callable[[str], pa.Table], minilm: str) -> tuple[dict[str, Any], int, int, float]:
+    """Run the job again after a fault: it must skip exactly the ``committed`` units, compute
+    the rest of the ``units``, and leave every input row once in the output.  Returns the
+    rerun's summary, the rows and duplicates found, and the rerun's seconds."""
+    started = time.monotonic()
+    manifest = job(*argv)
+    seconds = time.monotonic() - started
+    summary = manifest["summary"]
+    assert summary["skipped_files"] == len(committed) and summary["computed_files"] == units - len(committed)
+    assert {f for shard in manifest["shards"] for f in shard["skipped"]} == committed
+    rows, duplicates = check_exact(texts, read, minilm)
+    assert duplicates == 0 and summary["rows"] == rows
+    return summary, rows, duplicates, seconds
+
+
 def local_reader(out: Path) -> Callable[[str], pa.Table]:
     return lambda name: pq.read_table(out / name)
 
@@ -178,14 +194,8 @@ def test_s3_server_restarted_during_writes(private_s3: S3Server, faults: Path, m
     if "error" in result:  # allowed, if it says clearly what failed and that a rerun resumes
         assert "run the same command again to resume" in str(result["error"]), result["error"]
     committed = records()
-    rerun_started = time.monotonic()
-    manifest = job(*argv)
-    rerun_seconds = time.monotonic() - rerun_started
-    summary = manifest["summary"]
-    assert summary["skipped_files"] == len(committed) and summary["computed_files"] == 8 - len(committed)
-    assert {f for shard in manifest["shards"] for f in shard["skipped"]} == committed
-    rows, duplicates = check_exact(texts, s3_reader(server, out), minilm)
-    assert rows == 200 and duplicates == 0 and summary["rows"] == 200
+    summary, rows, duplicates, rerun_seconds = rerun_resumes(argv, committed, 8, texts, s3_reader(server, out), minilm)
+    assert rows == 200
     assert not fs.exists(f"{out}/_temporary") and fs.exists(f"{out}/_SUCCESS")
     figures("s3_restarted", injected=f"SeaweedFS stopped after {before_outage} commits, down {outage:.1f} s",
             first_run="succeeded" if "manifest" in result else f"failed: {str(result['error'])[:120]}",
@@ -223,14 +233,8 @@ def test_driver_killed_mid_job_then_rerun_resumes(faults: Path, minilm: str, tmp
     wait_for(lambda: ray.available_resources().get("CPU", 0) >= 2, 120, "the killed job's workers to end")
     committed = {p.name[:-5] for p in commits.glob("*.json")}
     assert 3 <= len(committed) < 10 and not (out / "_SUCCESS").exists()
-    rerun_started = time.monotonic()
-    manifest = job(*argv)
-    rerun_seconds = time.monotonic() - rerun_started
-    summary = manifest["summary"]
-    assert summary["skipped_files"] == len(committed) and summary["computed_files"] == 10 - len(committed)
-    assert {f for shard in manifest["shards"] for f in shard["skipped"]} == committed
-    rows, duplicates = check_exact(texts, local_reader(out), minilm)
-    assert rows == 300 and duplicates == 0 and summary["rows"] == 300
+    summary, rows, duplicates, rerun_seconds = rerun_resumes(argv, committed, 10, texts, local_reader(out), minilm)
+    assert rows == 300
     assert (out / "_SUCCESS").exists() and not (out / "_temporary").exists()
     figures("driver_killed", injected=f"SIGKILL to the driver {killed_after:.1f} s in, {len(committed)} units committed",
             rows_in=300, rows_out=rows, duplicates=duplicates, skipped_on_rerun=summary["skipped_files"],
