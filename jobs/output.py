@@ -92,8 +92,7 @@ def prepare(output: str, storage_options: dict[str, Any], identity: dict[str, An
         logger.info("removing %d file(s) of an earlier run that this run does not write: %s", len(stale),
                     ", ".join(stale[:5]) + (" ..." if len(stale) > 5 else ""))
         _remove(fs, root, output, stale)
-    body = (json.dumps({"fingerprint": job, "identity": identity}, indent=2, sort_keys=True, default=str) + "\n").encode()
-    retry(lambda: put_atomic(fs, join_url(root, JOB), body), f"write {output}/{JOB}")
+    _put_json(fs, root, JOB, {"fingerprint": job, "identity": identity}, f"{output}/{JOB}")
     if committed:
         logger.info("resuming in %s: %d of %d output file(s) already committed, skipped", shown, len(committed),
                     len(expected))
@@ -112,9 +111,7 @@ def commit_unit(output: str, storage_options: dict[str, Any], relative: str, tab
     retry(lambda: _put(fs, temporary, data), f"write {join_url(output, TEMPORARY)}/{relative}")
     _publish(fs, temporary, final, join_url(output, relative))
     record = {**record, "output": relative, "bytes": len(data), "sha256": hashlib.sha256(data).hexdigest()}
-    body = (json.dumps(record, indent=1, sort_keys=True) + "\n").encode()
-    retry(lambda: put_atomic(fs, join_url(root, _record_name(relative)), body),
-          f"write the commit record of {join_url(output, relative)}")
+    _put_json(fs, root, _record_name(relative), record, f"the commit record of {join_url(output, relative)}", indent=1)
     return record
 
 
@@ -124,8 +121,7 @@ def commit(output: str, storage_options: dict[str, Any], manifest: dict[str, Any
     fs, root = filesystem(output, storage_options)
     _remove(fs, root, output, [_record_name(n) for n in discard] + discard)
     remove_temporary(output, storage_options)
-    body = (json.dumps(manifest, indent=2, sort_keys=True, default=str) + "\n").encode()
-    retry(lambda: put_atomic(fs, join_url(root, MANIFEST), body), f"write {output}/{MANIFEST}")
+    _put_json(fs, root, MANIFEST, manifest, f"{output}/{MANIFEST}")
     retry(lambda: put_atomic(fs, join_url(root, SUCCESS), b""), f"write {output}/{SUCCESS}")
 
 
@@ -147,6 +143,13 @@ def put_atomic(fs: fsspec.AbstractFileSystem, path: str, data: bytes) -> None:
         fs.mv(partial, path)
     else:
         fs.pipe_file(path, data)
+
+
+def _put_json(fs: fsspec.AbstractFileSystem, root: str, name: str, value: dict[str, Any], shown: str,
+              indent: int = 2) -> None:
+    """A JSON object under the output, written whole (:func:`put_atomic`), retried."""
+    body = (json.dumps(value, indent=indent, sort_keys=True, default=str) + "\n").encode()
+    retry(lambda: put_atomic(fs, join_url(root, name), body), f"write {shown}")
 
 
 def _put(fs: fsspec.AbstractFileSystem, path: str, data: bytes) -> None:
