@@ -64,6 +64,11 @@ class _AutoModel:
 
     @classmethod
     def from_pretrained(cls, pretrained_model_name_or_path: str | os.PathLike, *model_args: Any, **kwargs: Any):
+        """Config-attribute ``kwargs`` override the config (a copy of ``config=``); the rest go
+        to the model's ``__init__``."""
+        from .modeling import refuse_tf  # here, not at import: AutoConfig alone must not import torch
+
+        refuse_tf(kwargs)  # before the source is opened: a TF checkpoint path has no config.json
         config = kwargs.pop("config", None)
         source = pretrained_model_name_or_path
         if config is None:

@@ -32,8 +32,13 @@ COMMON_DEFAULTS: dict[str, Any] = {
 }
 
 
+def _alias(target: str) -> property:
+    """Another name for a config attribute, read and written through."""
+    return property(lambda self: getattr(self, target), lambda self, value: setattr(self, target, value))
+
+
 class PretrainedConfig:
-    """Base configuration.  Subclasses set ``model_type`` and ``defaults``.
+    """Base configuration.  Subclasses set ``model_type``, ``defaults`` and ``attribute_map``.
 
     Unknown keys from a config.json are kept as attributes (as the reference does), so a
     config round-trips through ``save_pretrained`` without loss.
@@ -41,6 +46,15 @@ class PretrainedConfig:
 
     model_type: str = ""
     defaults: dict[str, Any] = {}
+    # Generic name → this architecture's own attribute (DistilBERT: hidden_size → dim), so
+    # generic code reads hidden_size, num_attention_heads, num_hidden_layers and
+    # max_position_embeddings on every config.  Aliases are not serialised.
+    attribute_map: dict[str, str] = {}
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        for alias, target in cls.attribute_map.items():
+            setattr(cls, alias, _alias(target))
 
     def __init__(self, **kwargs: Any):
         for key, value in {**COMMON_DEFAULTS, **self.defaults}.items():

@@ -6,6 +6,7 @@ activations by name, output containers.
 """
 from __future__ import annotations
 
+import copy
 import functools
 import logging
 import math
@@ -464,11 +465,13 @@ class PreTrainedModel(nn.Module):
     # -- construction ---------------------------------------------------------------------
     @classmethod
     def from_config(cls, config: PretrainedConfig, *model_args: Any, torch_dtype: Any = None, **kwargs: Any):
-        """A freshly initialised model (reference init), in eval mode."""
-        config.update_known(kwargs)
-        model = cls(config, *model_args)
+        """A freshly initialised model (reference init), in eval mode.  ``kwargs`` that are
+        config attributes override a copy of ``config``; the others go to ``__init__``."""
+        dtype = torch_dtype if torch_dtype is not None else kwargs.pop("dtype", None)
+        config, model_kwargs = _config_and_model_kwargs(config, kwargs)
+        model = cls(config, *model_args, **model_kwargs)
         model.init_all_weights()
-        return model.to(resolve_dtype(torch_dtype or kwargs.get("dtype"), config)).eval()
+        return model.to(resolve_dtype(dtype, config)).eval()
 
     @classmethod
     def from_pretrained(
@@ -482,7 +485,12 @@ class PreTrainedModel(nn.Module):
         torch_dtype: Any = None,
         **kwargs: Any,
     ):
-        """Build on the meta device, load the checkpoint strictly, return in eval mode."""
+        """Build on the meta device, load the checkpoint strictly, return in eval mode.
+
+        ``kwargs`` that are config attributes override the config (a copy of ``config=``, which
+        stays as it was); the others go to the model's ``__init__`` with ``model_args``.
+        """
+        refuse_tf(kwargs)
         options = FetchOptions.pop_from(kwargs)
         torch_dtype = torch_dtype if torch_dtype is not None else kwargs.pop("dtype", None)
         source = None
@@ -492,13 +500,10 @@ class PreTrainedModel(nn.Module):
             source = open_source(pretrained_model_name_or_path, options)
         if config is None:
             config = cls.config_class(**load_config_dict(source))
-        unused = config.update_known(kwargs)
-        if unused:
-            logger.warning("%s.from_pretrained ignored arguments that are not config attributes: %s",
-                           cls.__name__, ", ".join(sorted(unused)))
+        config, model_kwargs = _config_and_model_kwargs(config, kwargs)
         dtype = resolve_dtype(torch_dtype, config)
         with torch.device("meta"):
-            model = cls(config, *model_args)
+            model = cls(config, *model_args, **model_kwargs)
         files = [] if state_dict is not None else weight_files(source)
         state = state_dict if state_dict is not None else read_checkpoint(files)
         info = load_into(model, dict(state), dtype=dtype, ignore_mismatched_sizes=ignore_mismatched_sizes,
@@ -522,6 +527,24 @@ class PreTrainedModel(nn.Module):
             if ours in tensors:
                 tensors[alias] = tensors[ours].clone()  # safetensors refuses shared storage
         save_file(tensors, str(directory / "model.safetensors"), metadata={"format": "pt"})
+
+
+def refuse_tf(kwargs: dict[str, Any]) -> None:
+    """Take ``from_tf`` out of ``kwargs``; True is an error until a model source reads
+    TensorFlow checkpoints (silently loading something else would be worse)."""
+    if kwargs.pop("from_tf", False):
+        raise ValueError(
+            "from_tf=True: autoload cannot read TensorFlow checkpoints (model.ckpt.index, tf_model.h5). "
+            "Convert the checkpoint to PyTorch first (load it with the reference library's from_tf=True "
+            "and save_pretrained, which writes model.safetensors), then load that directory."
+        )
+
+
+def _config_and_model_kwargs(config: PretrainedConfig, kwargs: dict[str, Any]) -> tuple[PretrainedConfig, dict[str, Any]]:
+    """A copy of ``config`` with the kwargs that are its attributes applied, and the others:
+    the model's own ``__init__`` arguments (``add_pooling_layer=False``, ...)."""
+    config = copy.deepcopy(config)
+    return config, config.update_known(kwargs)
 
 
 def _log_loading(name: str, info: LoadingInfo) -> None:
