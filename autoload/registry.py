@@ -1,26 +1,24 @@
-"""Which module implements which model type, and which class serves which head.
+"""Which model file implements which model type, and which class serves which head.
 
-A table, not decorators: a model module is imported only when its type is asked for.
-Each module in ``autoload.models`` exports ``CONFIG_CLASS`` and ``HEADS`` (head name → class).
+Discovered, not listed: every module of ``autoload.models`` that exports ``CONTRACT`` (a
+:class:`~autoload.contract.ModelContract`) is an architecture, and its module name is its
+``model_type`` with "-" written "_". A module is imported only when its type is asked for;
+the name fallback, which must try every pattern, imports them all. Helper modules export no
+``CONTRACT`` (and are best named with a leading underscore, which discovery skips).
 """
 from __future__ import annotations
 
+import functools
 import importlib
 import logging
-from types import ModuleType
+import pkgutil
+from dataclasses import dataclass
+
+from .contract import ModelContract
 
 logger = logging.getLogger(__name__)
 
-# model_type (as written in config.json) → module under autoload.models
-MODEL_MODULES: dict[str, str] = {
-    "bert": "bert",
-    "roberta": "roberta",
-    "xlm-roberta": "xlm_roberta",
-    "camembert": "camembert",
-    "distilbert": "distilbert",
-    "albert": "albert",
-    "electra": "electra",
-}
+MODELS_PACKAGE = "autoload.models"
 
 # Head names used by the Auto classes.
 BASE = "base"
@@ -32,20 +30,107 @@ QUESTION_ANSWERING = "question_answering"
 TOKEN_CLASSIFICATION = "token_classification"
 
 
+@dataclass(frozen=True)
+class SeedType:
+    """A model type the seed document names that no model file implements yet."""
+
+    model_type: str
+    rank: int  # place in the seed's fallback order (see ModelContract.rank)
+    name_patterns: tuple[str, ...]
+    tokenizer_class: str  # the reference tokenizer class, so tokenizer_config.json naming it is refused too
+
+
+# The seed's model types still to be built, with their ranks. Asking for one (by model_type, by
+# name, or by tokenizer class) raises NotImplementedModelType rather than "unknown type", and
+# its patterns keep their place in the fallback order so "gpt2-medium" never matches a later
+# pattern. An entry leaves this list when its model file (with a CONTRACT of the same rank) lands.
+NOT_IMPLEMENTED: tuple[SeedType, ...] = (
+    SeedType("t5", 10, ("t5",), "T5Tokenizer"),
+    SeedType("flaubert", 65, ("flaubert",), "FlaubertTokenizer"),
+    SeedType("openai-gpt", 80, ("openai-gpt", "openai_gpt"), "OpenAIGPTTokenizer"),
+    SeedType("gpt2", 90, ("gpt2",), "GPT2Tokenizer"),
+    SeedType("transfo-xl", 100, ("transfo-xl", "transfo_xl"), "TransfoXLTokenizer"),
+    SeedType("xlnet", 110, ("xlnet",), "XLNetTokenizer"),
+    SeedType("xlm", 120, ("xlm",), "XLMTokenizer"),
+    SeedType("ctrl", 130, ("ctrl",), "CTRLTokenizer"),
+)
+
+
+class NotImplementedModelType(ValueError):
+    """A model type the seed document names, which autoload does not implement yet."""
+
+    def __init__(self, model_type: str, how: str = "") -> None:
+        super().__init__(
+            f"{model_type!r}{how} is a known seed model type, not implemented yet; "
+            f"supported: {', '.join(known_model_types())}."
+        )
+        self.model_type = model_type
+
+
+def _module_name(model_type: str) -> str:
+    return model_type.replace("-", "_")
+
+
+@functools.cache
+def _module_names() -> tuple[str, ...]:
+    package = importlib.import_module(MODELS_PACKAGE)
+    return tuple(sorted(m.name for m in pkgutil.iter_modules(package.__path__)
+                        if not m.ispkg and not m.name.startswith("_")))
+
+
+def _contract_of(module_name: str) -> ModelContract | None:
+    module = importlib.import_module(f"{MODELS_PACKAGE}.{module_name}")
+    found = getattr(module, "CONTRACT", None)
+    if found is not None and _module_name(found.model_type) != module_name:
+        raise RuntimeError(f"{module.__name__} declares model_type {found.model_type!r}; its module must be named "
+                           f"{_module_name(found.model_type)!r} for discovery to find it")
+    return found
+
+
+@functools.cache
+def contracts() -> tuple[ModelContract, ...]:
+    """Every implemented architecture's contract, in rank order (imports every model file)."""
+    found = [c for c in map(_contract_of, _module_names()) if c is not None]
+    return tuple(sorted(found, key=lambda c: c.rank))
+
+
+def known_model_types() -> list[str]:
+    return sorted(c.model_type for c in contracts())
+
+
+def _pending(model_type: str) -> SeedType | None:
+    return next((seed for seed in NOT_IMPLEMENTED if seed.model_type == model_type), None)
+
+
+def contract(model_type: str) -> ModelContract:
+    """The contract of ``model_type``; a clear error for seed types still to come and unknown ones."""
+    if _pending(model_type) is not None:
+        raise NotImplementedModelType(model_type)
+    module_name = _module_name(str(model_type))
+    found = _contract_of(module_name) if module_name in _module_names() else None
+    if found is None or found.model_type != model_type:
+        raise ValueError(f"Unknown model type {model_type!r}. Known model types: {', '.join(known_model_types())}.")
+    return found
+
+
 def name_patterns() -> list[tuple[str, str]]:
-    """(substring, model_type) tried in order: longest first, so ``xlm-roberta`` beats
-    ``roberta`` beats ``bert``, and ``distilbert``/``camembert``/``albert`` beat ``bert``."""
-    patterns = {t: t for t in MODEL_MODULES}
-    patterns.update({t.replace("-", "_"): t for t in MODEL_MODULES if "-" in t})
-    return sorted(patterns.items(), key=lambda item: (-len(item[0]), item[0]))
+    """(substring, model_type) in the order the name fallback tries them: the seed's, by rank
+    (implemented and pending types interleaved), so ``xlm-roberta`` beats ``roberta`` beats
+    ``bert``, and ``distilbert`` / ``camembert`` / ``albert`` / ``flaubert`` beat ``bert``."""
+    entries = [(c.rank, c.name_patterns, c.model_type) for c in contracts()]
+    entries += [(s.rank, s.name_patterns, s.model_type) for s in NOT_IMPLEMENTED]
+    return [(pattern, model_type) for _, patterns, model_type in sorted(entries) for pattern in patterns]
 
 
 def model_type_from_name(name: str) -> str:
-    """The model type whose pattern the name contains, or a ValueError listing the known ones."""
+    """The model type whose pattern the name contains first; a clear error for a seed type still
+    to come, or a ValueError listing the known ones when no pattern matches."""
     lowered = str(name).lower()
     for pattern, model_type in name_patterns():
         if pattern in lowered:
-            logger.info("config has no model_type; %r matched name pattern %r → %s", name, pattern, model_type)
+            if _pending(model_type) is not None:
+                raise NotImplementedModelType(model_type, f" (from the name {name!r})")
+            logger.info("no model_type given; %r matched name pattern %r → %s", name, pattern, model_type)
             return model_type
     raise ValueError(
         f"Unrecognized model in {name!r}: its config.json has no 'model_type' and the name contains none "
@@ -54,24 +139,12 @@ def model_type_from_name(name: str) -> str:
     )
 
 
-def known_model_types() -> list[str]:
-    return sorted(MODEL_MODULES)
+def config_class(model_type: str) -> type:
+    return contract(model_type).config_class
 
 
-def model_module(model_type: str) -> ModuleType:
-    if model_type not in MODEL_MODULES:
-        raise ValueError(
-            f"Unknown model type {model_type!r}. Known model types: {', '.join(known_model_types())}."
-        )
-    return importlib.import_module(f"autoload.models.{MODEL_MODULES[model_type]}")
-
-
-def config_class(model_type: str):
-    return model_module(model_type).CONFIG_CLASS
-
-
-def head_class(model_type: str, head: str):
-    heads = model_module(model_type).HEADS
+def head_class(model_type: str, head: str) -> type:
+    heads = contract(model_type).heads
     if head not in heads:
         raise ValueError(
             f"Model type {model_type!r} has no {head.replace('_', ' ')} head. "

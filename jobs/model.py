@@ -20,7 +20,7 @@ from typing import Any, Optional
 
 from actors.classify import Classify
 from actors.embed import Embed
-from autoload import AutoConfig, AutoTokenizer
+from autoload import AutoConfig, AutoTokenizer, registry
 from autoload.checkpoint import verify_checkpoint, weight_files, weights_digest
 from autoload.sources import FetchOptions, ModelSource, open_source
 from autoload.storage import redact_text
@@ -36,8 +36,6 @@ _ST_POOLING = {
     "pooling_mode_max_tokens": "max",
     "pooling_mode_lasttoken": "last",
 }
-# Models whose position table reserves pad_token_id + 1 slots before the first position.
-_OFFSET_POSITIONS = ("roberta", "xlm-roberta", "camembert")
 # A tokenizer's model_max_length above this means "not set".
 _UNSET_LENGTH = 1_000_000
 
@@ -159,9 +157,7 @@ def _json_file(source: ModelSource, name: str) -> Any:
 
 
 def _max_length(spec: JobSpec, config: Any, tokenizer: Any, st: dict[str, Any]) -> int:
-    positions = int(getattr(config, "max_position_embeddings", 0) or _UNSET_LENGTH)
-    if config.model_type in _OFFSET_POSITIONS:
-        positions -= int(config.pad_token_id if config.pad_token_id is not None else 1) + 1
+    positions = registry.contract(config.model_type).max_input_length(config)
     limit = min(positions, tokenizer.model_max_length if tokenizer.model_max_length < _UNSET_LENGTH else positions)
     if spec.max_length is not None:
         if spec.max_length > limit:

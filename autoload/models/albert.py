@@ -32,6 +32,7 @@ from ..modeling import (
     varlen_attention,
 )
 from .. import registry
+from ..contract import ModelContract
 
 
 class AlbertConfig(PretrainedConfig):
@@ -397,12 +398,20 @@ class AlbertForQuestionAnswering(AlbertPreTrainedModel):
         return QuestionAnsweringModelOutput(start.squeeze(-1), end.squeeze(-1), out.hidden_states, out.attentions)
 
 
-CONFIG_CLASS = AlbertConfig
-HEADS = {
-    registry.BASE: AlbertModel,
-    registry.PRETRAINING: AlbertForPreTraining,
-    registry.MASKED_LM: AlbertForMaskedLM,
-    registry.SEQUENCE_CLASSIFICATION: AlbertForSequenceClassification,
-    registry.TOKEN_CLASSIFICATION: AlbertForTokenClassification,
-    registry.QUESTION_ANSWERING: AlbertForQuestionAnswering,
-}
+CONTRACT = ModelContract(
+    model_type="albert",
+    config_class=AlbertConfig,
+    heads={
+        registry.BASE: AlbertModel,
+        registry.PRETRAINING: AlbertForPreTraining,
+        registry.MASKED_LM: AlbertForMaskedLM,
+        registry.SEQUENCE_CLASSIFICATION: AlbertForSequenceClassification,
+        registry.TOKEN_CLASSIFICATION: AlbertForTokenClassification,
+        registry.QUESTION_ANSWERING: AlbertForQuestionAnswering,
+    },
+    name_patterns=("albert",),
+    input_names=("input_ids", "attention_mask", "token_type_ids"),
+    tokenizer="albert",
+    tokenizer_class="AlbertTokenizer",
+    rank=30,
+)

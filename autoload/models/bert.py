@@ -26,6 +26,7 @@ from ..modeling import (
     varlen_attention,
 )
 from .. import registry
+from ..contract import ModelContract
 
 
 class BertConfig(PretrainedConfig):
@@ -400,13 +401,21 @@ class BertForQuestionAnswering(BertPreTrainedModel):
         return QuestionAnsweringModelOutput(start.squeeze(-1), end.squeeze(-1), out.hidden_states, out.attentions)
 
 
-CONFIG_CLASS = BertConfig
-HEADS = {
-    registry.BASE: BertModel,
-    registry.PRETRAINING: BertForPreTraining,
-    registry.MASKED_LM: BertForMaskedLM,
-    registry.CAUSAL_LM: BertLMHeadModel,
-    registry.SEQUENCE_CLASSIFICATION: BertForSequenceClassification,
-    registry.TOKEN_CLASSIFICATION: BertForTokenClassification,
-    registry.QUESTION_ANSWERING: BertForQuestionAnswering,
-}
+CONTRACT = ModelContract(
+    model_type="bert",
+    config_class=BertConfig,
+    heads={
+        registry.BASE: BertModel,
+        registry.PRETRAINING: BertForPreTraining,
+        registry.MASKED_LM: BertForMaskedLM,
+        registry.CAUSAL_LM: BertLMHeadModel,
+        registry.SEQUENCE_CLASSIFICATION: BertForSequenceClassification,
+        registry.TOKEN_CLASSIFICATION: BertForTokenClassification,
+        registry.QUESTION_ANSWERING: BertForQuestionAnswering,
+    },
+    name_patterns=("bert",),
+    input_names=("input_ids", "attention_mask", "token_type_ids"),
+    tokenizer="bert",
+    tokenizer_class="BertTokenizer",
+    rank=70,
+)

@@ -6,6 +6,7 @@ checkpoint rule is RoBERTa's; only the config's ``model_type`` and vocabulary de
 from __future__ import annotations
 
 from .. import registry
+from ..contract import ModelContract, positions_after_padding
 from .roberta import (
     RobertaConfig,
     RobertaForCausalLM,
@@ -51,13 +52,22 @@ class CamembertForQuestionAnswering(CamembertPreTrainedModel, RobertaForQuestion
     pass
 
 
-CONFIG_CLASS = CamembertConfig
-HEADS = {
-    registry.BASE: CamembertModel,
-    registry.PRETRAINING: CamembertForMaskedLM,
-    registry.MASKED_LM: CamembertForMaskedLM,
-    registry.CAUSAL_LM: CamembertForCausalLM,
-    registry.SEQUENCE_CLASSIFICATION: CamembertForSequenceClassification,
-    registry.TOKEN_CLASSIFICATION: CamembertForTokenClassification,
-    registry.QUESTION_ANSWERING: CamembertForQuestionAnswering,
-}
+CONTRACT = ModelContract(
+    model_type="camembert",
+    config_class=CamembertConfig,
+    heads={
+        registry.BASE: CamembertModel,
+        registry.PRETRAINING: CamembertForMaskedLM,
+        registry.MASKED_LM: CamembertForMaskedLM,
+        registry.CAUSAL_LM: CamembertForCausalLM,
+        registry.SEQUENCE_CLASSIFICATION: CamembertForSequenceClassification,
+        registry.TOKEN_CLASSIFICATION: CamembertForTokenClassification,
+        registry.QUESTION_ANSWERING: CamembertForQuestionAnswering,
+    },
+    name_patterns=("camembert",),
+    input_names=("input_ids", "attention_mask"),
+    tokenizer="camembert",
+    tokenizer_class="CamembertTokenizer",
+    rank=40,
+    max_length_rule=positions_after_padding,
+)

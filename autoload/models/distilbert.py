@@ -24,6 +24,7 @@ from ..modeling import (
     varlen_attention,
 )
 from .. import registry
+from ..contract import ModelContract
 
 # The reference hard-codes this epsilon for every DistilBERT LayerNorm; it is not a config field.
 LAYER_NORM_EPS = 1e-12
@@ -319,13 +320,22 @@ class DistilBertForQuestionAnswering(DistilBertPreTrainedModel):
         return QuestionAnsweringModelOutput(start.squeeze(-1), end.squeeze(-1), out.hidden_states, out.attentions)
 
 
-CONFIG_CLASS = DistilBertConfig
-# No causal LM: the reference has none for DistilBERT; its pre-training class is the masked LM.
-HEADS = {
-    registry.BASE: DistilBertModel,
-    registry.PRETRAINING: DistilBertForMaskedLM,
-    registry.MASKED_LM: DistilBertForMaskedLM,
-    registry.SEQUENCE_CLASSIFICATION: DistilBertForSequenceClassification,
-    registry.TOKEN_CLASSIFICATION: DistilBertForTokenClassification,
-    registry.QUESTION_ANSWERING: DistilBertForQuestionAnswering,
-}
+CONTRACT = ModelContract(
+    model_type="distilbert",
+    config_class=DistilBertConfig,
+    # No causal LM: the reference has none for DistilBERT; its pre-training class is the masked LM.
+    heads={
+        registry.BASE: DistilBertModel,
+        registry.PRETRAINING: DistilBertForMaskedLM,
+        registry.MASKED_LM: DistilBertForMaskedLM,
+        registry.SEQUENCE_CLASSIFICATION: DistilBertForSequenceClassification,
+        registry.TOKEN_CLASSIFICATION: DistilBertForTokenClassification,
+        registry.QUESTION_ANSWERING: DistilBertForQuestionAnswering,
+    },
+    name_patterns=("distilbert",),
+    # No token types: DistilBERT's embeddings have no token-type table.
+    input_names=("input_ids", "attention_mask"),
+    tokenizer="bert",
+    tokenizer_class="DistilBertTokenizer",
+    rank=20,
+)

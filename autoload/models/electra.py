@@ -28,6 +28,7 @@ from ..modeling import (
     padding_mask,
 )
 from .. import registry
+from ..contract import ModelContract
 from .bert import BertEncoder
 
 
@@ -312,13 +313,21 @@ class ElectraForQuestionAnswering(ElectraPreTrainedModel):
         return QuestionAnsweringModelOutput(start.squeeze(-1), end.squeeze(-1), out.hidden_states, out.attentions)
 
 
-CONFIG_CLASS = ElectraConfig
-HEADS = {
-    registry.BASE: ElectraModel,
-    registry.PRETRAINING: ElectraForPreTraining,
-    registry.MASKED_LM: ElectraForMaskedLM,
-    registry.CAUSAL_LM: ElectraForCausalLM,
-    registry.SEQUENCE_CLASSIFICATION: ElectraForSequenceClassification,
-    registry.TOKEN_CLASSIFICATION: ElectraForTokenClassification,
-    registry.QUESTION_ANSWERING: ElectraForQuestionAnswering,
-}
+CONTRACT = ModelContract(
+    model_type="electra",
+    config_class=ElectraConfig,
+    heads={
+        registry.BASE: ElectraModel,
+        registry.PRETRAINING: ElectraForPreTraining,
+        registry.MASKED_LM: ElectraForMaskedLM,
+        registry.CAUSAL_LM: ElectraForCausalLM,
+        registry.SEQUENCE_CLASSIFICATION: ElectraForSequenceClassification,
+        registry.TOKEN_CLASSIFICATION: ElectraForTokenClassification,
+        registry.QUESTION_ANSWERING: ElectraForQuestionAnswering,
+    },
+    name_patterns=("electra",),
+    input_names=("input_ids", "attention_mask", "token_type_ids"),
+    tokenizer="bert",
+    tokenizer_class="ElectraTokenizer",
+    rank=140,
+)

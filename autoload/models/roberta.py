@@ -27,6 +27,7 @@ from ..modeling import (
     padding_mask,
 )
 from .. import registry
+from ..contract import ModelContract, positions_after_padding
 from .bert import BertEncoder, BertPooler
 
 
@@ -259,14 +260,24 @@ class RobertaForQuestionAnswering(RobertaPreTrainedModel):
         return QuestionAnsweringModelOutput(start.squeeze(-1), end.squeeze(-1), out.hidden_states, out.attentions)
 
 
-CONFIG_CLASS = RobertaConfig
-HEADS = {
-    registry.BASE: RobertaModel,
-    # The reference pre-trains RoBERTa with masked LM only (no next-sentence head).
-    registry.PRETRAINING: RobertaForMaskedLM,
-    registry.MASKED_LM: RobertaForMaskedLM,
-    registry.CAUSAL_LM: RobertaForCausalLM,
-    registry.SEQUENCE_CLASSIFICATION: RobertaForSequenceClassification,
-    registry.TOKEN_CLASSIFICATION: RobertaForTokenClassification,
-    registry.QUESTION_ANSWERING: RobertaForQuestionAnswering,
-}
+CONTRACT = ModelContract(
+    model_type="roberta",
+    config_class=RobertaConfig,
+    heads={
+        registry.BASE: RobertaModel,
+        # The reference pre-trains RoBERTa with masked LM only (no next-sentence head).
+        registry.PRETRAINING: RobertaForMaskedLM,
+        registry.MASKED_LM: RobertaForMaskedLM,
+        registry.CAUSAL_LM: RobertaForCausalLM,
+        registry.SEQUENCE_CLASSIFICATION: RobertaForSequenceClassification,
+        registry.TOKEN_CLASSIFICATION: RobertaForTokenClassification,
+        registry.QUESTION_ANSWERING: RobertaForQuestionAnswering,
+    },
+    name_patterns=("roberta",),
+    # Token types are not inputs: one-row type table, and the reference tokenizer returns none.
+    input_names=("input_ids", "attention_mask"),
+    tokenizer="roberta",
+    tokenizer_class="RobertaTokenizer",
+    rank=60,
+    max_length_rule=positions_after_padding,
+)

@@ -6,6 +6,7 @@ checkpoint rule is RoBERTa's; only the config's ``model_type`` and vocabulary de
 from __future__ import annotations
 
 from .. import registry
+from ..contract import ModelContract, positions_after_padding
 from .roberta import (
     RobertaConfig,
     RobertaForCausalLM,
@@ -51,13 +52,22 @@ class XLMRobertaForQuestionAnswering(XLMRobertaPreTrainedModel, RobertaForQuesti
     pass
 
 
-CONFIG_CLASS = XLMRobertaConfig
-HEADS = {
-    registry.BASE: XLMRobertaModel,
-    registry.PRETRAINING: XLMRobertaForMaskedLM,
-    registry.MASKED_LM: XLMRobertaForMaskedLM,
-    registry.CAUSAL_LM: XLMRobertaForCausalLM,
-    registry.SEQUENCE_CLASSIFICATION: XLMRobertaForSequenceClassification,
-    registry.TOKEN_CLASSIFICATION: XLMRobertaForTokenClassification,
-    registry.QUESTION_ANSWERING: XLMRobertaForQuestionAnswering,
-}
+CONTRACT = ModelContract(
+    model_type="xlm-roberta",
+    config_class=XLMRobertaConfig,
+    heads={
+        registry.BASE: XLMRobertaModel,
+        registry.PRETRAINING: XLMRobertaForMaskedLM,
+        registry.MASKED_LM: XLMRobertaForMaskedLM,
+        registry.CAUSAL_LM: XLMRobertaForCausalLM,
+        registry.SEQUENCE_CLASSIFICATION: XLMRobertaForSequenceClassification,
+        registry.TOKEN_CLASSIFICATION: XLMRobertaForTokenClassification,
+        registry.QUESTION_ANSWERING: XLMRobertaForQuestionAnswering,
+    },
+    name_patterns=("xlm-roberta", "xlm_roberta"),
+    input_names=("input_ids", "attention_mask"),
+    tokenizer="xlm-roberta",
+    tokenizer_class="XLMRobertaTokenizer",
+    rank=50,
+    max_length_rule=positions_after_padding,
+)
