@@ -10,7 +10,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from autoload import AutoTokenizer
+from autoload import AutoConfig, AutoTokenizer, registry
+from autoload.tokenization import EncodeOptions, encode_batch
 
 from .common import (
     BAD_ROW_POLICIES,
@@ -28,6 +29,8 @@ from .common import (
 
 logger = logging.getLogger(__name__)
 
+TOKEN_TYPE_INPUT = "token_type_ids"  # the model's input name; TOKEN_TYPE_IDS is this stage's column
+
 _TEXT_TYPES = (pa.types.is_string, pa.types.is_large_string, pa.types.is_string_view)
 _BINARY_TYPES = (pa.types.is_binary, pa.types.is_large_binary, pa.types.is_binary_view)
 # Characters kept per token of the maximum length before tokenizing.  Tokenizing a
@@ -40,8 +43,8 @@ _CHARS_PER_TOKEN = 100
 class Tokenize:
     """Callable on an Arrow table; adds ``__input_ids`` (list<int32>), ``__tokens`` (int32),
     ``truncated`` (bool: the text was longer than ``max_length`` tokens and was cut) and, for
-    text pairs, ``__token_type_ids`` (list<int8>); then removes ``drop_columns`` (text that no
-    later stage needs, so it doesn't travel on).
+    text pairs of a model that takes token types, ``__token_type_ids`` (list<int8>); then
+    removes ``drop_columns`` (text that no later stage needs, so it doesn't travel on).
 
     A row whose text is null, empty (or only whitespace), not a string or not valid UTF-8
     raises :class:`BadRowError` naming the file and row (``on_bad_row="error"``), or gets an
@@ -62,12 +65,11 @@ class Tokenize:
     ) -> None:
         if on_bad_row not in BAD_ROW_POLICIES:
             raise ValueError(f"on_bad_row must be one of {BAD_ROW_POLICIES}, got {on_bad_row!r}")
-        tokenizer = AutoTokenizer.from_pretrained(model, storage_options=storage_options or {}, cache_dir=cache_dir)
-        # The raw `tokenizers` backend is several times faster than a per-call wrapper; it comes
-        # with no padding/truncation preset, and this stage owns its instance, so set ours.
-        self.backend = tokenizer.backend
-        self.backend.no_padding()
-        self.backend.enable_truncation(max_length, strategy="longest_first")
+        fetch = {"storage_options": storage_options or {}, "cache_dir": cache_dir}
+        self.tokenizer = AutoTokenizer.from_pretrained(model, **fetch)
+        # What the model stage passes to forward: token types only where the model takes them.
+        self.input_names = registry.contract(AutoConfig.from_pretrained(model, **fetch).model_type).input_names
+        self.options = EncodeOptions(truncation="longest_first", max_length=max_length)
         self.text_column = text_column
         self.text_pair_column = text_pair_column
         self.on_bad_row = on_bad_row
@@ -90,10 +92,11 @@ class Tokenize:
         cut = np.zeros(table.num_rows, dtype=bool)
         texts = self._cut(texts, good, cut)
         if self.text_pair_column is None:
-            encodings = self.backend.encode_batch([texts[i] for i in good])
+            inputs = [texts[i] for i in good]
         else:
             pairs = self._cut(pairs, good, cut)
-            encodings = self.backend.encode_batch([(texts[i], pairs[i]) for i in good])
+            inputs = [(texts[i], pairs[i]) for i in good]
+        encodings = encode_batch(self.tokenizer, inputs, self.options)
         slots: list = [None] * table.num_rows
         for i, encoding in zip(good, encodings):
             slots[i] = encoding
@@ -102,7 +105,7 @@ class Tokenize:
         table = table.append_column(INPUT_IDS, _list_column(slots, "ids", pa.int32()))
         table = table.append_column(TOKENS, pa.array([len(e.ids) if e else 0 for e in slots], type=pa.int32()))
         table = table.append_column(TRUNCATED, pa.array(cut))
-        if self.text_pair_column is not None:
+        if self.text_pair_column is not None and TOKEN_TYPE_INPUT in self.input_names:
             table = table.append_column(TOKEN_TYPE_IDS, _list_column(slots, "type_ids", pa.int8()))
         if self.on_bad_row == "flag":
             table = table.append_column(ERROR, pa.array([p or None for p in problems], type=pa.string()))

@@ -98,13 +98,14 @@ def known_model_types() -> list[str]:
     return sorted(c.model_type for c in contracts())
 
 
-def _pending(model_type: str) -> SeedType | None:
+def pending(model_type: str) -> SeedType | None:
+    """The seed type still to come of this name, else None."""
     return next((seed for seed in NOT_IMPLEMENTED if seed.model_type == model_type), None)
 
 
 def contract(model_type: str) -> ModelContract:
     """The contract of ``model_type``; a clear error for seed types still to come and unknown ones."""
-    if _pending(model_type) is not None:
+    if pending(model_type) is not None:
         raise NotImplementedModelType(model_type)
     module_name = _module_name(str(model_type))
     found = _contract_of(module_name) if module_name in _module_names() else None
@@ -123,12 +124,14 @@ def name_patterns() -> list[tuple[str, str]]:
 
 
 def model_type_from_name(name: str) -> str:
-    """The model type whose pattern the name contains first; a clear error for a seed type still
-    to come, or a ValueError listing the known ones when no pattern matches."""
-    lowered = str(name).lower()
+    """The model type whose pattern the name's last component contains first; a clear error for a
+    seed type still to come, or a ValueError listing the known ones when no pattern matches."""
+    # Only the last path component counts: a parent directory ("/home/albert/...", a temporary
+    # "pytest-of-..." path) says nothing about the model inside it.
+    lowered = str(name).replace("\\", "/").rstrip("/").rsplit("/", 1)[-1].lower()
     for pattern, model_type in name_patterns():
         if pattern in lowered:
-            if _pending(model_type) is not None:
+            if pending(model_type) is not None:
                 raise NotImplementedModelType(model_type, f" (from the name {name!r})")
             logger.info("no model_type given; %r matched name pattern %r → %s", name, pattern, model_type)
             return model_type

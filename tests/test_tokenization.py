@@ -111,8 +111,9 @@ def bpe_files(tmp_path_factory) -> Path:
 def bpe(bpe_files: Path, directory: Path, add_prefix_space: bool):
     for name in ("vocab.json", "merges.txt"):
         shutil.copy(bpe_files / name, directory / name)
-    if add_prefix_space:
-        (directory / "tokenizer_config.json").write_text(json.dumps({"add_prefix_space": True}))
+    # vocab.json + merges.txt alone don't say which BPE family they are: the config does.
+    options = {"tokenizer_class": "RobertaTokenizer", **({"add_prefix_space": True} if add_prefix_space else {})}
+    (directory / "tokenizer_config.json").write_text(json.dumps(options))
     ref = transformers.RobertaTokenizerFast(str(directory / "vocab.json"), str(directory / "merges.txt"),
                                             add_prefix_space=add_prefix_space)
     return AutoTokenizer.from_pretrained(directory), ref
@@ -148,7 +149,7 @@ def _build_pair(layout, request, minilm_dir: Path, bpe_files: Path, directory: P
 @pytest.fixture(scope="module", params=LAYOUTS, ids=_layout_id)
 def any_pair(request, minilm_dir, bpe_files, tmp_path_factory):
     """(ours, reference) for every file layout and option set."""
-    return _build_pair(request.param, request, minilm_dir, bpe_files, tmp_path_factory.mktemp("layout"))
+    return _build_pair(request.param, request, minilm_dir, bpe_files, tmp_path_factory.mktemp("files"))
 
 
 # Padding and truncation do not depend on normalizer options: one option set per layout is enough.
@@ -480,7 +481,7 @@ def test_direct_instantiation_is_refused():
 def test_padding_without_pad_token_is_refused(bpe_files, tmp_path):
     for name in ("vocab.json", "merges.txt"):
         shutil.copy(bpe_files / name, tmp_path / name)
-    ours = AutoTokenizer.from_pretrained(tmp_path, pad_token=None)
+    ours = AutoTokenizer.from_pretrained(tmp_path, tokenizer_class="RobertaTokenizer", pad_token=None)
     with pytest.raises(ValueError, match="padding token"):
         ours(["a", "b c"], padding=True)
 
