@@ -5,7 +5,6 @@ from __future__ import annotations
 import inspect
 import json
 import pkgutil
-from pathlib import Path
 
 import pytest
 import torch
