@@ -30,11 +30,6 @@ from ..contract import ModelContract
 LAYER_NORM_EPS = 1e-12
 
 
-def _alias(target: str) -> property:
-    """Another name for a config attribute, read and written through (the reference's ``attribute_map``)."""
-    return property(lambda self: getattr(self, target), lambda self, value: setattr(self, target, value))
-
-
 class DistilBertConfig(PretrainedConfig):
     model_type = "distilbert"
     defaults = dict(
@@ -53,10 +48,7 @@ class DistilBertConfig(PretrainedConfig):
         seq_classif_dropout=0.2,
         pad_token_id=0,
     )
-    # Generic code (pooling, embedding width, layer counts) reads the BERT names.
-    hidden_size = _alias("dim")
-    num_attention_heads = _alias("n_heads")
-    num_hidden_layers = _alias("n_layers")
+    attribute_map = {"hidden_size": "dim", "num_attention_heads": "n_heads", "num_hidden_layers": "n_layers"}
 
 
 # ---------------------------------------------------------------------------------------------
