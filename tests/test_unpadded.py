@@ -3,6 +3,7 @@ half precision close to float32, and the model stage's output in input order wha
 micro-batching, including after out-of-memory retries."""
 from __future__ import annotations
 
+import inspect
 from pathlib import Path
 
 import numpy as np
@@ -20,6 +21,7 @@ from actors.common import INPUT_IDS, PADDED, TOKENS, flat_rows
 from actors.embed import Embed, pool
 from actors.model_stage import MICRO_BATCH_LIMITS, load_dtype
 from actors.tokenize import Tokenize
+from autoload import registry
 from autoload.modeling import Segments, pool_segments
 
 # Every case of every architecture: BERT, RoBERTa / XLM-RoBERTa / CamemBERT, DistilBERT,
@@ -30,8 +32,14 @@ CASES = BERT_CASES + ROBERTA_CASES + DISTILBERT_CASES + ELECTRA_CASES + ALBERT_C
 LENGTHS = [1, 7, 3, 12, 1, 9, 12]
 
 
-def _ragged_inputs(case: ModelCase, lengths: list[int], seed: int = 3) -> tuple[dict, dict]:
-    """The same rows as padded (B, T) inputs and as flat (N,) inputs."""
+def _flat_input_names(model_class: type) -> list[str]:
+    """The inputs ``forward_flat`` takes besides the ids and the segments."""
+    return list(inspect.signature(model_class.forward_flat).parameters)[3:]  # after self, input_ids, segments
+
+
+def _ragged_inputs(case: ModelCase, lengths: list[int], seed: int = 3, model: object = None) -> tuple[dict, dict]:
+    """The same rows as padded (B, T) inputs and as flat (N,) inputs.  Token types go in
+    where the case uses them and ``model``'s flat path (when given) takes them."""
     generator = torch.Generator().manual_seed(seed)
     rows = [torch.randint(5, case.config["vocab_size"], (n,), generator=generator) for n in lengths]
     types = [torch.randint(0, 2, (n,), generator=generator) for n in lengths]
@@ -44,7 +52,7 @@ def _ragged_inputs(case: ModelCase, lengths: list[int], seed: int = 3) -> tuple[
         input_ids[i, :len(row)], token_types[i, :len(row)], mask[i, :len(row)] = row, kinds, 1
     padded = {"input_ids": input_ids, "attention_mask": mask}
     flat = {"input_ids": torch.cat(rows)}
-    if case.uses_token_types:
+    if case.uses_token_types and (model is None or "token_type_ids" in _flat_input_names(type(model))):
         padded["token_type_ids"] = token_types
         flat["token_type_ids"] = torch.cat(types)
     return padded, flat
@@ -62,7 +70,7 @@ def test_flat_encoder_equals_padded_and_reference(case: ModelCase, fused: bool, 
     reference, ours = _load(case, "base", tmp_path)
     if fused:
         ours.prepare_for_inference()
-    padded, flat = _ragged_inputs(case, LENGTHS)
+    padded, flat = _ragged_inputs(case, LENGTHS, model=ours)
     real = padded["attention_mask"].bool()
     segments = Segments.from_lengths(LENGTHS)
     with torch.inference_mode():
@@ -74,18 +82,45 @@ def test_flat_encoder_equals_padded_and_reference(case: ModelCase, fused: bool, 
     torch.testing.assert_close(ours_flat, ours_padded, atol=ATOL, rtol=RTOL)
 
 
-CLASSIFIER_CASES = [c for c in CASES if "sequence_classification" in c.heads]
+# The heads the job serves, each with a flat path in every architecture.
+FLAT_HEADS = ("sequence_classification", "token_classification", "question_answering", "masked_lm", "causal_lm")
+HEAD_PARAMS = [pytest.param(case, head, id=f"{case.name}-{head}") for case in CASES for head in FLAT_HEADS
+               if head in case.heads]
 
 
-@pytest.mark.parametrize("case", CLASSIFIER_CASES, ids=[c.name for c in CLASSIFIER_CASES])
-def test_flat_classifier_equals_the_reference(case: ModelCase, tmp_path: Path) -> None:
-    reference, ours = _load(case, "sequence_classification", tmp_path)
+def _flat_view(head: str, output, real: torch.Tensor) -> torch.Tensor:
+    """A padded output in the flat head's layout: (B, ...) per sequence, (N, ...) per real token."""
+    if head == "sequence_classification":
+        return output.logits  # (B, num_labels)
+    if head == "question_answering":
+        return torch.stack([output.start_logits, output.end_logits], dim=-1)[real]  # (N, 2)
+    return output.logits[real]  # (N, num_labels) or (N, V)
+
+
+@pytest.mark.parametrize("case, head", HEAD_PARAMS)
+def test_flat_head_equals_padded_and_reference(case: ModelCase, head: str, tmp_path: Path) -> None:
+    reference, ours = _load(case, head, tmp_path)
     ours.prepare_for_inference()
-    padded, flat = _ragged_inputs(case, LENGTHS)
+    padded, flat = _ragged_inputs(case, LENGTHS, model=ours)
+    real = padded["attention_mask"].bool()
     with torch.inference_mode():
-        expected = reference(**padded).logits  # (B, num_labels)
+        expected = _flat_view(head, reference(**padded), real)
+        ours_padded = _flat_view(head, ours(**padded), real)
         got = ours.forward_flat(flat.pop("input_ids"), Segments.from_lengths(LENGTHS), **flat)
     torch.testing.assert_close(got, expected, atol=ATOL, rtol=RTOL)
+    torch.testing.assert_close(got, ours_padded, atol=ATOL, rtol=RTOL)
+
+
+@pytest.mark.parametrize("model_type", registry.known_model_types())
+def test_flat_signatures_are_the_declared_inputs(model_type: str) -> None:
+    """Every flat class of an architecture takes exactly the inputs its contract declares (the
+    attention mask is the segments), so the model stage can pass those and nothing else."""
+    contract = registry.contract(model_type)
+    declared = [name for name in contract.input_names if name not in ("input_ids", "attention_mask")]
+    flat = {head: cls for head, cls in contract.heads.items() if hasattr(cls, "forward_flat")}
+    assert {"base", *FLAT_HEADS} & set(contract.heads) <= set(flat)
+    for head, cls in flat.items():
+        assert _flat_input_names(cls) == declared, (head, cls.__name__)
 
 
 def test_equal_lengths_skip_the_scatter_and_match(tmp_path: Path) -> None:
@@ -259,7 +294,7 @@ def test_cuda_flat_equals_the_reference_in_float32_and_half(case: ModelCase, tmp
     """On a GPU: the flat forward in float32 equals the CPU reference; in float16 and bfloat16
     (``varlen_attn`` where its limits allow) it stays within 1e-2 / 2e-2 relative per token."""
     reference, ours = _load(case, "base", tmp_path)
-    padded, flat = _ragged_inputs(case, LENGTHS)
+    padded, flat = _ragged_inputs(case, LENGTHS, model=ours)
     with torch.inference_mode():
         expected = reference(**padded).last_hidden_state[padded["attention_mask"].bool()]  # (N, H)
     device = torch.device("cuda")

@@ -9,7 +9,7 @@ of depth reuse in order.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Optional
+from typing import Any, Iterator, Optional
 
 import torch
 from torch import nn
@@ -28,8 +28,17 @@ from ..modeling import (
     activation,
     attention,
     embed_flat,
-    padding_mask,
     varlen_attention,
+)
+from ..layers import (
+    Embeddings,
+    LayerOutputs,
+    QuestionAnsweringHead,
+    TokenClassificationHead,
+    check_one_input,
+    encode,
+    run_layers,
+    run_layers_flat,
 )
 from .. import registry
 from ..contract import ModelContract
@@ -63,33 +72,6 @@ class AlbertConfig(PretrainedConfig):
 # ---------------------------------------------------------------------------------------------
 # Body
 # ---------------------------------------------------------------------------------------------
-class AlbertEmbeddings(nn.Module):
-    def __init__(self, config: AlbertConfig):
-        super().__init__()
-        self.word_embeddings = nn.Embedding(config.vocab_size, config.embedding_size, padding_idx=config.pad_token_id)
-        self.position_embeddings = nn.Embedding(config.max_position_embeddings, config.embedding_size)
-        self.token_type_embeddings = nn.Embedding(config.type_vocab_size, config.embedding_size)
-        self.LayerNorm = nn.LayerNorm(config.embedding_size, eps=config.layer_norm_eps)
-        self.dropout = nn.Dropout(config.hidden_dropout_prob)
-
-    def forward(
-        self,
-        input_ids: Optional[torch.Tensor],
-        token_type_ids: Optional[torch.Tensor],
-        position_ids: Optional[torch.Tensor],
-        inputs_embeds: Optional[torch.Tensor],
-    ) -> torch.Tensor:
-        if inputs_embeds is None:
-            inputs_embeds = self.word_embeddings(input_ids)  # (B, T, E)
-        batch, length = inputs_embeds.shape[:2]
-        if position_ids is None:
-            position_ids = torch.arange(length, device=inputs_embeds.device)[None, :]
-        if token_type_ids is None:
-            token_type_ids = torch.zeros((batch, length), dtype=torch.long, device=inputs_embeds.device)
-        embeddings = inputs_embeds + self.token_type_embeddings(token_type_ids) + self.position_embeddings(position_ids)
-        return self.dropout(self.LayerNorm(embeddings))  # (B, T, E)
-
-
 class AlbertAttention(FusedQKV, nn.Module):
     """Self-attention with its output projection and post-norm residual in one module, as the
     reference's checkpoint keys (``attention.query``, ``attention.dense``, ``attention.LayerNorm``)."""
@@ -167,31 +149,21 @@ class AlbertTransformer(nn.Module):
         float arithmetic so uneven layer/group counts split exactly as it does."""
         return int(depth / (self.num_hidden_layers / self.num_hidden_groups))
 
-    def forward(self, embedded: torch.Tensor, mask: torch.Tensor, output_hidden_states: bool, output_attentions: bool):
-        hidden = self.embedding_hidden_mapping_in(embedded)  # (B, T, E) → (B, T, H)
-        all_hidden = [hidden] if output_hidden_states else None
-        all_probs = [] if output_attentions else None
+    def schedule(self) -> Iterator[AlbertLayer]:
+        """The layers in the order they run: each step of depth runs its group's inner layers.
+        The reference records hidden states and attentions after every inner layer, so the
+        padded outputs have num_hidden_layers * inner_group_num entries (plus the input state)."""
         for depth in range(self.num_hidden_layers):
-            # Recorded after every inner layer, not every group: the reference's hidden_states and
-            # attentions have num_hidden_layers * inner_group_num entries (plus the input state).
-            for layer in self.albert_layer_groups[self.group_index(depth)].albert_layers:
-                hidden, probs = layer(hidden, mask, output_attentions)
-                if output_hidden_states:
-                    all_hidden.append(hidden)
-                if output_attentions:
-                    all_probs.append(probs)
-        return hidden, _tuple(all_hidden), _tuple(all_probs)
+            yield from self.albert_layer_groups[self.group_index(depth)].albert_layers
+
+    def forward(self, embedded: torch.Tensor, mask: torch.Tensor, output_hidden_states: bool,
+                output_attentions: bool) -> LayerOutputs:
+        hidden = self.embedding_hidden_mapping_in(embedded)  # (B, T, E) → (B, T, H)
+        return run_layers(self.schedule(), hidden, mask, output_hidden_states, output_attentions)
 
     def forward_flat(self, embedded: torch.Tensor, segments: Segments) -> torch.Tensor:
         hidden = self.embedding_hidden_mapping_in(embedded)  # (N, E) → (N, H)
-        for depth in range(self.num_hidden_layers):
-            for layer in self.albert_layer_groups[self.group_index(depth)].albert_layers:
-                hidden = layer.forward_flat(hidden, segments)
-        return hidden  # (N, H)
-
-
-def _tuple(items: Optional[list]) -> Optional[tuple]:
-    return tuple(items) if items is not None else None
+        return run_layers_flat(self.schedule(), hidden, segments)
 
 
 class AlbertPreTrainedModel(PreTrainedModel):
@@ -207,7 +179,7 @@ class AlbertPreTrainedModel(PreTrainedModel):
 class AlbertModel(AlbertPreTrainedModel):
     def __init__(self, config: AlbertConfig, add_pooling_layer: bool = True):
         super().__init__(config)
-        self.embeddings = AlbertEmbeddings(config)
+        self.embeddings = Embeddings(config, config.embedding_size)  # (B, T, E): projected to H in the encoder
         self.encoder = AlbertTransformer(config)
         self.pooler = nn.Linear(config.hidden_size, config.hidden_size) if add_pooling_layer else None
 
@@ -225,17 +197,11 @@ class AlbertModel(AlbertPreTrainedModel):
         output_hidden_states: Optional[bool] = None,
         output_attentions: Optional[bool] = None,
     ) -> BaseModelOutputWithPooling:
-        if (input_ids is None) == (inputs_embeds is None):
-            raise ValueError("pass exactly one of input_ids or inputs_embeds")
+        check_one_input(input_ids, inputs_embeds)
         embedded = self.embeddings(input_ids, token_type_ids, position_ids, inputs_embeds)  # (B, T, E)
-        mask = padding_mask(attention_mask, embedded.shape[:2], embedded.device)
-        hidden, all_hidden, all_probs = self.encoder(
-            embedded,
-            mask,
-            self.config.output_hidden_states if output_hidden_states is None else output_hidden_states,
-            self.config.output_attentions if output_attentions is None else output_attentions,
-        )
-        pooled = torch.tanh(self.pooler(hidden[:, 0])) if self.pooler is not None else None  # first token: (B, H)
+        hidden, all_hidden, all_probs = encode(self.encoder, self.config, embedded, attention_mask,
+                                               output_hidden_states, output_attentions)
+        pooled = self.pool(hidden[:, 0]) if self.pooler is not None else None
         return BaseModelOutputWithPooling(hidden, pooled, all_hidden, all_probs)
 
     def forward_flat(self, input_ids: torch.Tensor, segments: Segments,
@@ -243,6 +209,19 @@ class AlbertModel(AlbertPreTrainedModel):
         """Unpadded inference: (N,) token ids of ``segments``' sequences back to back → (N, H)
         last hidden states.  Linear layers and LayerNorms see only real tokens."""
         return self.encoder.forward_flat(embed_flat(self, input_ids, segments, token_type_ids), segments)
+
+    def pool(self, first: torch.Tensor) -> torch.Tensor:
+        """(B, H) first-token states → (B, H) pooled."""
+        return torch.tanh(self.pooler(first))
+
+
+class AlbertFlatHead:
+    """A head on the flat layout: ``AlbertModel.forward_flat``'s inputs, then the head's ``head_flat``."""
+
+    def forward_flat(self, input_ids: torch.Tensor, segments: Segments,
+                     token_type_ids: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """Unpadded inference: (N,) token ids → per-sequence (B, ...) or per-token (N, ...) outputs."""
+        return self.head_flat(self.albert.forward_flat(input_ids, segments, token_type_ids), segments)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -311,7 +290,7 @@ class AlbertForPreTraining(AlbertPreTrainedModel):
         )
 
 
-class AlbertForMaskedLM(AlbertPreTrainedModel):
+class AlbertForMaskedLM(AlbertFlatHead, AlbertPreTrainedModel):
     tied_keys = _DECODER_TIE
 
     def __init__(self, config: AlbertConfig):
@@ -330,8 +309,12 @@ class AlbertForMaskedLM(AlbertPreTrainedModel):
         out = self.albert(input_ids, attention_mask, token_type_ids, position_ids, **kwargs)
         return MaskedLMOutput(self.predictions(out.last_hidden_state), out.hidden_states, out.attentions)
 
+    def head_flat(self, hidden: torch.Tensor, segments: Segments) -> torch.Tensor:
+        """(N, H) → (N, V) vocabulary logits."""
+        return self.predictions(hidden)
 
-class AlbertForSequenceClassification(AlbertPreTrainedModel):
+
+class AlbertForSequenceClassification(AlbertFlatHead, AlbertPreTrainedModel):
     def __init__(self, config: AlbertConfig):
         super().__init__(config)
         self.albert = AlbertModel(config)
@@ -350,21 +333,17 @@ class AlbertForSequenceClassification(AlbertPreTrainedModel):
         logits = self.classifier(self.dropout(out.pooler_output))  # (B, num_labels)
         return SequenceClassifierOutput(logits, out.hidden_states, out.attentions)
 
-    def forward_flat(self, input_ids: torch.Tensor, segments: Segments,
-                     token_type_ids: Optional[torch.Tensor] = None) -> torch.Tensor:
-        """Unpadded inference: (N,) token ids → (B, num_labels) logits."""
-        hidden = self.albert.forward_flat(input_ids, segments, token_type_ids)  # (N, H)
-        pooled = torch.tanh(self.albert.pooler(hidden.index_select(0, segments.first)))  # first token: (B, H)
-        return self.classifier(self.dropout(pooled))
+    def head_flat(self, hidden: torch.Tensor, segments: Segments) -> torch.Tensor:
+        """(N, H) → (B, num_labels) logits from each sequence's pooled first token."""
+        return self.classifier(self.dropout(self.albert.pool(hidden.index_select(0, segments.first))))
 
 
-class AlbertForTokenClassification(AlbertPreTrainedModel):
+class AlbertForTokenClassification(AlbertFlatHead, TokenClassificationHead, AlbertPreTrainedModel):
     def __init__(self, config: AlbertConfig):
         super().__init__(config)
         self.albert = AlbertModel(config, add_pooling_layer=False)
         dropout = config.classifier_dropout_prob
-        self.dropout = nn.Dropout(dropout if dropout is not None else config.hidden_dropout_prob)
-        self.classifier = nn.Linear(config.hidden_size, config.num_labels)
+        self.add_token_classifier(config, dropout if dropout is not None else config.hidden_dropout_prob)
 
     def forward(
         self,
@@ -374,16 +353,14 @@ class AlbertForTokenClassification(AlbertPreTrainedModel):
         position_ids: Optional[torch.Tensor] = None,
         **kwargs: Any,
     ) -> TokenClassifierOutput:
-        out = self.albert(input_ids, attention_mask, token_type_ids, position_ids, **kwargs)
-        logits = self.classifier(self.dropout(out.last_hidden_state))  # (B, T, num_labels)
-        return TokenClassifierOutput(logits, out.hidden_states, out.attentions)
+        return self.token_classifier_output(self.albert(input_ids, attention_mask, token_type_ids, position_ids, **kwargs))
 
 
-class AlbertForQuestionAnswering(AlbertPreTrainedModel):
+class AlbertForQuestionAnswering(AlbertFlatHead, QuestionAnsweringHead, AlbertPreTrainedModel):
     def __init__(self, config: AlbertConfig):
         super().__init__(config)
         self.albert = AlbertModel(config, add_pooling_layer=False)
-        self.qa_outputs = nn.Linear(config.hidden_size, config.num_labels)
+        self.add_span_classifier(config)
 
     def forward(
         self,
@@ -393,9 +370,7 @@ class AlbertForQuestionAnswering(AlbertPreTrainedModel):
         position_ids: Optional[torch.Tensor] = None,
         **kwargs: Any,
     ) -> QuestionAnsweringModelOutput:
-        out = self.albert(input_ids, attention_mask, token_type_ids, position_ids, **kwargs)
-        start, end = self.qa_outputs(out.last_hidden_state).split(1, dim=-1)  # (B, T, 1) each
-        return QuestionAnsweringModelOutput(start.squeeze(-1), end.squeeze(-1), out.hidden_states, out.attentions)
+        return self.question_answering_output(self.albert(input_ids, attention_mask, token_type_ids, position_ids, **kwargs))
 
 
 CONTRACT = ModelContract(

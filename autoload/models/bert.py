@@ -15,15 +15,21 @@ from ..modeling import (
     FusedQKV,
     ModelOutput,
     PreTrainedModel,
-    QuestionAnsweringModelOutput,
     Segments,
     SequenceClassifierOutput,
-    TokenClassifierOutput,
     activation,
     attention,
     embed_flat,
-    padding_mask,
     varlen_attention,
+)
+from ..layers import (
+    Embeddings,
+    LayerStack,
+    QuestionAnsweringHead,
+    TokenClassificationHead,
+    check_one_input,
+    classifier_dropout,
+    encode,
 )
 from .. import registry
 from ..contract import ModelContract
@@ -53,35 +59,6 @@ class BertConfig(PretrainedConfig):
 # ---------------------------------------------------------------------------------------------
 # Body
 # ---------------------------------------------------------------------------------------------
-class BertEmbeddings(nn.Module):
-    def __init__(self, config: BertConfig):
-        super().__init__()
-        if getattr(config, "position_embedding_type", "absolute") != "absolute":
-            raise ValueError(f"position_embedding_type={config.position_embedding_type!r} is not supported; only 'absolute'")
-        self.word_embeddings = nn.Embedding(config.vocab_size, config.hidden_size, padding_idx=config.pad_token_id)
-        self.position_embeddings = nn.Embedding(config.max_position_embeddings, config.hidden_size)
-        self.token_type_embeddings = nn.Embedding(config.type_vocab_size, config.hidden_size)
-        self.LayerNorm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
-        self.dropout = nn.Dropout(config.hidden_dropout_prob)
-
-    def forward(
-        self,
-        input_ids: Optional[torch.Tensor],
-        token_type_ids: Optional[torch.Tensor],
-        position_ids: Optional[torch.Tensor],
-        inputs_embeds: Optional[torch.Tensor],
-    ) -> torch.Tensor:
-        if inputs_embeds is None:
-            inputs_embeds = self.word_embeddings(input_ids)  # (B, T, H)
-        batch, length = inputs_embeds.shape[:2]
-        if position_ids is None:
-            position_ids = torch.arange(length, device=inputs_embeds.device)[None, :]
-        if token_type_ids is None:
-            token_type_ids = torch.zeros((batch, length), dtype=torch.long, device=inputs_embeds.device)
-        embeddings = inputs_embeds + self.token_type_embeddings(token_type_ids) + self.position_embeddings(position_ids)
-        return self.dropout(self.LayerNorm(embeddings))
-
-
 class BertSelfAttention(FusedQKV, nn.Module):
     def __init__(self, config: BertConfig):
         super().__init__()
@@ -174,30 +151,9 @@ class BertLayer(nn.Module):
         return self.output(self.intermediate(hidden), hidden)  # (N, H)
 
 
-class BertEncoder(nn.Module):
+class BertEncoder(LayerStack):
     def __init__(self, config: BertConfig):
-        super().__init__()
-        self.layer = nn.ModuleList(BertLayer(config) for _ in range(config.num_hidden_layers))
-
-    def forward(self, hidden: torch.Tensor, mask: torch.Tensor, output_hidden_states: bool, output_attentions: bool):
-        all_hidden = [hidden] if output_hidden_states else None
-        all_probs = [] if output_attentions else None
-        for layer in self.layer:
-            hidden, probs = layer(hidden, mask, output_attentions)
-            if output_hidden_states:
-                all_hidden.append(hidden)
-            if output_attentions:
-                all_probs.append(probs)
-        return hidden, _tuple(all_hidden), _tuple(all_probs)
-
-    def forward_flat(self, hidden: torch.Tensor, segments: Segments) -> torch.Tensor:
-        for layer in self.layer:
-            hidden = layer.forward_flat(hidden, segments)
-        return hidden  # (N, H)
-
-
-def _tuple(items: Optional[list]) -> Optional[tuple]:
-    return tuple(items) if items is not None else None
+        super().__init__(BertLayer(config) for _ in range(config.num_hidden_layers))
 
 
 class BertPooler(nn.Module):
@@ -225,7 +181,7 @@ class BertPreTrainedModel(PreTrainedModel):
 class BertModel(BertPreTrainedModel):
     def __init__(self, config: BertConfig, add_pooling_layer: bool = True):
         super().__init__(config)
-        self.embeddings = BertEmbeddings(config)
+        self.embeddings = Embeddings(config, config.hidden_size)
         self.encoder = BertEncoder(config)
         self.pooler = BertPooler(config) if add_pooling_layer else None
 
@@ -243,16 +199,10 @@ class BertModel(BertPreTrainedModel):
         output_hidden_states: Optional[bool] = None,
         output_attentions: Optional[bool] = None,
     ) -> BaseModelOutputWithPooling:
-        if (input_ids is None) == (inputs_embeds is None):
-            raise ValueError("pass exactly one of input_ids or inputs_embeds")
+        check_one_input(input_ids, inputs_embeds)
         hidden = self.embeddings(input_ids, token_type_ids, position_ids, inputs_embeds)  # (B, T, H)
-        mask = padding_mask(attention_mask, hidden.shape[:2], hidden.device)
-        hidden, all_hidden, all_probs = self.encoder(
-            hidden,
-            mask,
-            self.config.output_hidden_states if output_hidden_states is None else output_hidden_states,
-            self.config.output_attentions if output_attentions is None else output_attentions,
-        )
+        hidden, all_hidden, all_probs = encode(self.encoder, self.config, hidden, attention_mask,
+                                               output_hidden_states, output_attentions)
         pooled = self.pooler(hidden) if self.pooler is not None else None
         return BaseModelOutputWithPooling(hidden, pooled, all_hidden, all_probs)
 
@@ -315,6 +265,15 @@ class BertForPreTrainingOutput(ModelOutput):
 _DECODER_TIE = {"cls.predictions.decoder.weight": "bert.embeddings.word_embeddings.weight"}
 
 
+class BertFlatHead:
+    """A head on the flat layout: ``BertModel.forward_flat``'s inputs, then the head's ``head_flat``."""
+
+    def forward_flat(self, input_ids: torch.Tensor, segments: Segments,
+                     token_type_ids: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """Unpadded inference: (N,) token ids → per-sequence (B, ...) or per-token (N, ...) outputs."""
+        return self.head_flat(self.bert.forward_flat(input_ids, segments, token_type_ids), segments)
+
+
 class BertForPreTraining(BertPreTrainedModel):
     tied_keys = _DECODER_TIE
 
@@ -333,7 +292,7 @@ class BertForPreTraining(BertPreTrainedModel):
         )
 
 
-class BertForMaskedLM(BertPreTrainedModel):
+class BertForMaskedLM(BertFlatHead, BertPreTrainedModel):
     tied_keys = _DECODER_TIE
     output_class = MaskedLMOutput
 
@@ -346,6 +305,10 @@ class BertForMaskedLM(BertPreTrainedModel):
         out = self.bert(input_ids, attention_mask, token_type_ids, position_ids, **kwargs)
         return self.output_class(self.cls(out.last_hidden_state), out.hidden_states, out.attentions)
 
+    def head_flat(self, hidden: torch.Tensor, segments: Segments) -> torch.Tensor:
+        """(N, H) → (N, V) vocabulary logits."""
+        return self.cls(hidden)
+
 
 class BertLMHeadModel(BertForMaskedLM):
     """Causal LM: the MLM head; attention is causal when the config says ``is_decoder``."""
@@ -353,15 +316,11 @@ class BertLMHeadModel(BertForMaskedLM):
     output_class = CausalLMOutput
 
 
-def _classifier_dropout(config: BertConfig) -> float:
-    return config.classifier_dropout if config.classifier_dropout is not None else config.hidden_dropout_prob
-
-
-class BertForSequenceClassification(BertPreTrainedModel):
+class BertForSequenceClassification(BertFlatHead, BertPreTrainedModel):
     def __init__(self, config: BertConfig):
         super().__init__(config)
         self.bert = BertModel(config)
-        self.dropout = nn.Dropout(_classifier_dropout(config))
+        self.dropout = nn.Dropout(classifier_dropout(config))
         self.classifier = nn.Linear(config.hidden_size, config.num_labels)
 
     def forward(self, input_ids=None, attention_mask=None, token_type_ids=None, position_ids=None, **kwargs):
@@ -369,36 +328,29 @@ class BertForSequenceClassification(BertPreTrainedModel):
         logits = self.classifier(self.dropout(out.pooler_output))  # (B, num_labels)
         return SequenceClassifierOutput(logits, out.hidden_states, out.attentions)
 
-    def forward_flat(self, input_ids: torch.Tensor, segments: Segments,
-                     token_type_ids: Optional[torch.Tensor] = None) -> torch.Tensor:
-        """Unpadded inference: (N,) token ids → (B, num_labels) logits."""
-        hidden = self.bert.forward_flat(input_ids, segments, token_type_ids)  # (N, H)
+    def head_flat(self, hidden: torch.Tensor, segments: Segments) -> torch.Tensor:
+        """(N, H) → (B, num_labels) logits from each sequence's pooled first token."""
         return self.classifier(self.dropout(self.bert.pooler.pool_first(hidden.index_select(0, segments.first))))
 
 
-class BertForTokenClassification(BertPreTrainedModel):
+class BertForTokenClassification(BertFlatHead, TokenClassificationHead, BertPreTrainedModel):
     def __init__(self, config: BertConfig):
         super().__init__(config)
         self.bert = BertModel(config, add_pooling_layer=False)
-        self.dropout = nn.Dropout(_classifier_dropout(config))
-        self.classifier = nn.Linear(config.hidden_size, config.num_labels)
+        self.add_token_classifier(config, classifier_dropout(config))
 
     def forward(self, input_ids=None, attention_mask=None, token_type_ids=None, position_ids=None, **kwargs):
-        out = self.bert(input_ids, attention_mask, token_type_ids, position_ids, **kwargs)
-        logits = self.classifier(self.dropout(out.last_hidden_state))  # (B, T, num_labels)
-        return TokenClassifierOutput(logits, out.hidden_states, out.attentions)
+        return self.token_classifier_output(self.bert(input_ids, attention_mask, token_type_ids, position_ids, **kwargs))
 
 
-class BertForQuestionAnswering(BertPreTrainedModel):
+class BertForQuestionAnswering(BertFlatHead, QuestionAnsweringHead, BertPreTrainedModel):
     def __init__(self, config: BertConfig):
         super().__init__(config)
         self.bert = BertModel(config, add_pooling_layer=False)
-        self.qa_outputs = nn.Linear(config.hidden_size, config.num_labels)
+        self.add_span_classifier(config)
 
     def forward(self, input_ids=None, attention_mask=None, token_type_ids=None, position_ids=None, **kwargs):
-        out = self.bert(input_ids, attention_mask, token_type_ids, position_ids, **kwargs)
-        start, end = self.qa_outputs(out.last_hidden_state).split(1, dim=-1)  # (B, T, 1) each
-        return QuestionAnsweringModelOutput(start.squeeze(-1), end.squeeze(-1), out.hidden_states, out.attentions)
+        return self.question_answering_output(self.bert(input_ids, attention_mask, token_type_ids, position_ids, **kwargs))
 
 
 CONTRACT = ModelContract(

@@ -20,9 +20,9 @@ from ..modeling import (
     activation,
     attention,
     check_flat_inputs,
-    padding_mask,
     varlen_attention,
 )
+from ..layers import LayerStack, QuestionAnsweringHead, TokenClassificationHead, check_one_input, encode
 from .. import registry
 from ..contract import ModelContract
 
@@ -158,30 +158,9 @@ class DistilBertBlock(nn.Module):
         return self.output_layer_norm(self.ffn(hidden) + hidden)  # (N, D)
 
 
-class DistilBertTransformer(nn.Module):
+class DistilBertTransformer(LayerStack):
     def __init__(self, config: DistilBertConfig):
-        super().__init__()
-        self.layer = nn.ModuleList(DistilBertBlock(config) for _ in range(config.n_layers))
-
-    def forward(self, hidden: torch.Tensor, mask: torch.Tensor, output_hidden_states: bool, output_attentions: bool):
-        all_hidden = [hidden] if output_hidden_states else None
-        all_probs = [] if output_attentions else None
-        for layer in self.layer:
-            hidden, probs = layer(hidden, mask, output_attentions)
-            if output_hidden_states:
-                all_hidden.append(hidden)
-            if output_attentions:
-                all_probs.append(probs)
-        return hidden, _tuple(all_hidden), _tuple(all_probs)
-
-    def forward_flat(self, hidden: torch.Tensor, segments: Segments) -> torch.Tensor:
-        for layer in self.layer:
-            hidden = layer.forward_flat(hidden, segments)
-        return hidden  # (N, D)
-
-
-def _tuple(items: Optional[list]) -> Optional[tuple]:
-    return tuple(items) if items is not None else None
+        super().__init__(DistilBertBlock(config) for _ in range(config.n_layers))
 
 
 class DistilBertPreTrainedModel(PreTrainedModel):
@@ -216,16 +195,10 @@ class DistilBertModel(DistilBertPreTrainedModel):
         output_hidden_states: Optional[bool] = None,
         output_attentions: Optional[bool] = None,
     ) -> BaseModelOutput:
-        if (input_ids is None) == (inputs_embeds is None):
-            raise ValueError("pass exactly one of input_ids or inputs_embeds")
+        check_one_input(input_ids, inputs_embeds)
         hidden = self.embeddings(input_ids, position_ids, inputs_embeds)  # (B, T, D)
-        mask = padding_mask(attention_mask, hidden.shape[:2], hidden.device)
-        hidden, all_hidden, all_probs = self.transformer(
-            hidden,
-            mask,
-            self.config.output_hidden_states if output_hidden_states is None else output_hidden_states,
-            self.config.output_attentions if output_attentions is None else output_attentions,
-        )
+        hidden, all_hidden, all_probs = encode(self.transformer, self.config, hidden, attention_mask,
+                                               output_hidden_states, output_attentions)
         return BaseModelOutput(hidden, all_hidden, all_probs)
 
     def forward_flat(self, input_ids: torch.Tensor, segments: Segments) -> torch.Tensor:
@@ -235,10 +208,19 @@ class DistilBertModel(DistilBertPreTrainedModel):
         return self.transformer.forward_flat(hidden, segments)
 
 
+class DistilBertFlatHead:
+    """A head on the flat layout: ``DistilBertModel.forward_flat``'s inputs (no token types), then
+    the head's ``head_flat``."""
+
+    def forward_flat(self, input_ids: torch.Tensor, segments: Segments) -> torch.Tensor:
+        """Unpadded inference: (N,) token ids → per-sequence (B, ...) or per-token (N, ...) outputs."""
+        return self.head_flat(self.distilbert.forward_flat(input_ids, segments), segments)
+
+
 # ---------------------------------------------------------------------------------------------
 # Heads
 # ---------------------------------------------------------------------------------------------
-class DistilBertForMaskedLM(DistilBertPreTrainedModel):
+class DistilBertForMaskedLM(DistilBertFlatHead, DistilBertPreTrainedModel):
     tied_keys = {"vocab_projector.weight": "distilbert.embeddings.word_embeddings.weight"}
 
     def __init__(self, config: DistilBertConfig):
@@ -252,11 +234,18 @@ class DistilBertForMaskedLM(DistilBertPreTrainedModel):
     def forward(self, input_ids: Optional[torch.Tensor] = None, attention_mask: Optional[torch.Tensor] = None,
                 **kwargs: Any) -> MaskedLMOutput:
         out = self.distilbert(input_ids, attention_mask, **kwargs)
-        hidden = self.vocab_layer_norm(self.act(self.vocab_transform(out.last_hidden_state)))  # (B, T, D)
-        return MaskedLMOutput(self.vocab_projector(hidden), out.hidden_states, out.attentions)  # (B, T, V)
+        return MaskedLMOutput(self.vocab_logits(out.last_hidden_state), out.hidden_states, out.attentions)
+
+    def vocab_logits(self, hidden: torch.Tensor) -> torch.Tensor:
+        """(..., D) → (..., V), padded or flat."""
+        return self.vocab_projector(self.vocab_layer_norm(self.act(self.vocab_transform(hidden))))
+
+    def head_flat(self, hidden: torch.Tensor, segments: Segments) -> torch.Tensor:
+        """(N, D) → (N, V) vocabulary logits."""
+        return self.vocab_logits(hidden)
 
 
-class DistilBertForSequenceClassification(DistilBertPreTrainedModel):
+class DistilBertForSequenceClassification(DistilBertFlatHead, DistilBertPreTrainedModel):
     def __init__(self, config: DistilBertConfig):
         super().__init__(config)
         self.distilbert = DistilBertModel(config)
@@ -271,9 +260,8 @@ class DistilBertForSequenceClassification(DistilBertPreTrainedModel):
         logits = self._classify_first(out.last_hidden_state[:, 0])
         return SequenceClassifierOutput(logits, out.hidden_states, out.attentions)
 
-    def forward_flat(self, input_ids: torch.Tensor, segments: Segments) -> torch.Tensor:
-        """Unpadded inference: (N,) token ids → (B, num_labels) logits."""
-        hidden = self.distilbert.forward_flat(input_ids, segments)  # (N, D)
+    def head_flat(self, hidden: torch.Tensor, segments: Segments) -> torch.Tensor:
+        """(N, D) → (B, num_labels) logits from each sequence's first token."""
         return self._classify_first(hidden.index_select(0, segments.first))
 
     def _classify_first(self, first: torch.Tensor) -> torch.Tensor:
@@ -281,35 +269,26 @@ class DistilBertForSequenceClassification(DistilBertPreTrainedModel):
         return self.classifier(self.dropout(F.relu(self.pre_classifier(first))))
 
 
-class DistilBertForTokenClassification(DistilBertPreTrainedModel):
+class DistilBertForTokenClassification(DistilBertFlatHead, TokenClassificationHead, DistilBertPreTrainedModel):
     def __init__(self, config: DistilBertConfig):
         super().__init__(config)
         self.distilbert = DistilBertModel(config)
-        self.dropout = nn.Dropout(config.dropout)
-        self.classifier = nn.Linear(config.dim, config.num_labels)
+        self.add_token_classifier(config, config.dropout)
 
     def forward(self, input_ids: Optional[torch.Tensor] = None, attention_mask: Optional[torch.Tensor] = None,
                 **kwargs: Any) -> TokenClassifierOutput:
-        out = self.distilbert(input_ids, attention_mask, **kwargs)
-        logits = self.classifier(self.dropout(out.last_hidden_state))  # (B, T, num_labels)
-        return TokenClassifierOutput(logits, out.hidden_states, out.attentions)
+        return self.token_classifier_output(self.distilbert(input_ids, attention_mask, **kwargs))
 
 
-class DistilBertForQuestionAnswering(DistilBertPreTrainedModel):
+class DistilBertForQuestionAnswering(DistilBertFlatHead, QuestionAnsweringHead, DistilBertPreTrainedModel):
     def __init__(self, config: DistilBertConfig):
         super().__init__(config)
-        if config.num_labels != 2:
-            raise ValueError(f"DistilBertForQuestionAnswering needs num_labels=2 (start and end logits), "
-                             f"got {config.num_labels}")
         self.distilbert = DistilBertModel(config)
-        self.qa_outputs = nn.Linear(config.dim, config.num_labels)
-        self.dropout = nn.Dropout(config.qa_dropout)
+        self.add_span_classifier(config, config.qa_dropout)
 
     def forward(self, input_ids: Optional[torch.Tensor] = None, attention_mask: Optional[torch.Tensor] = None,
                 **kwargs: Any) -> QuestionAnsweringModelOutput:
-        out = self.distilbert(input_ids, attention_mask, **kwargs)
-        start, end = self.qa_outputs(self.dropout(out.last_hidden_state)).split(1, dim=-1)  # (B, T, 1) each
-        return QuestionAnsweringModelOutput(start.squeeze(-1), end.squeeze(-1), out.hidden_states, out.attentions)
+        return self.question_answering_output(self.distilbert(input_ids, attention_mask, **kwargs))
 
 
 CONTRACT = ModelContract(

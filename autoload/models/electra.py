@@ -25,7 +25,15 @@ from ..modeling import (
     TokenClassifierOutput,
     activation,
     embed_flat,
-    padding_mask,
+)
+from ..layers import (
+    Embeddings,
+    FirstTokenClassificationHead,
+    QuestionAnsweringHead,
+    TokenClassificationHead,
+    check_one_input,
+    classifier_dropout,
+    encode,
 )
 from .. import registry
 from ..contract import ModelContract
@@ -61,37 +69,6 @@ class ElectraConfig(PretrainedConfig):
 # ---------------------------------------------------------------------------------------------
 # Body
 # ---------------------------------------------------------------------------------------------
-class ElectraEmbeddings(nn.Module):
-    """BERT's embeddings at width ``embedding_size`` (E), which may be smaller than H."""
-
-    def __init__(self, config: ElectraConfig):
-        super().__init__()
-        if getattr(config, "position_embedding_type", "absolute") != "absolute":
-            raise ValueError(f"position_embedding_type={config.position_embedding_type!r} is not supported; only 'absolute'")
-        self.word_embeddings = nn.Embedding(config.vocab_size, config.embedding_size, padding_idx=config.pad_token_id)
-        self.position_embeddings = nn.Embedding(config.max_position_embeddings, config.embedding_size)
-        self.token_type_embeddings = nn.Embedding(config.type_vocab_size, config.embedding_size)
-        self.LayerNorm = nn.LayerNorm(config.embedding_size, eps=config.layer_norm_eps)
-        self.dropout = nn.Dropout(config.hidden_dropout_prob)
-
-    def forward(
-        self,
-        input_ids: Optional[torch.Tensor],
-        token_type_ids: Optional[torch.Tensor],
-        position_ids: Optional[torch.Tensor],
-        inputs_embeds: Optional[torch.Tensor],
-    ) -> torch.Tensor:
-        if inputs_embeds is None:
-            inputs_embeds = self.word_embeddings(input_ids)  # (B, T, E)
-        batch, length = inputs_embeds.shape[:2]
-        if position_ids is None:
-            position_ids = torch.arange(length, device=inputs_embeds.device)[None, :]
-        if token_type_ids is None:
-            token_type_ids = torch.zeros((batch, length), dtype=torch.long, device=inputs_embeds.device)
-        embeddings = inputs_embeds + self.token_type_embeddings(token_type_ids) + self.position_embeddings(position_ids)
-        return self.dropout(self.LayerNorm(embeddings))  # (B, T, E)
-
-
 class ElectraPreTrainedModel(PreTrainedModel):
     config_class = ElectraConfig
     base_model_prefix = "electra"
@@ -100,7 +77,8 @@ class ElectraPreTrainedModel(PreTrainedModel):
 class ElectraModel(ElectraPreTrainedModel):
     def __init__(self, config: ElectraConfig):
         super().__init__(config)
-        self.embeddings = ElectraEmbeddings(config)
+        # BERT's embeddings at width ``embedding_size`` (E), which may be smaller than H.
+        self.embeddings = Embeddings(config, config.embedding_size)
         # Only present when the widths differ, as in the reference (its checkpoints have the key then only).
         if config.embedding_size != config.hidden_size:
             self.embeddings_project = nn.Linear(config.embedding_size, config.hidden_size)
@@ -120,18 +98,12 @@ class ElectraModel(ElectraPreTrainedModel):
         output_hidden_states: Optional[bool] = None,
         output_attentions: Optional[bool] = None,
     ) -> BaseModelOutput:
-        if (input_ids is None) == (inputs_embeds is None):
-            raise ValueError("pass exactly one of input_ids or inputs_embeds")
+        check_one_input(input_ids, inputs_embeds)
         hidden = self.embeddings(input_ids, token_type_ids, position_ids, inputs_embeds)  # (B, T, E)
         if hasattr(self, "embeddings_project"):
             hidden = self.embeddings_project(hidden)  # (B, T, H)
-        mask = padding_mask(attention_mask, hidden.shape[:2], hidden.device)
-        hidden, all_hidden, all_probs = self.encoder(
-            hidden,
-            mask,
-            self.config.output_hidden_states if output_hidden_states is None else output_hidden_states,
-            self.config.output_attentions if output_attentions is None else output_attentions,
-        )
+        hidden, all_hidden, all_probs = encode(self.encoder, self.config, hidden, attention_mask,
+                                               output_hidden_states, output_attentions)
         return BaseModelOutput(hidden, all_hidden, all_probs)
 
     def forward_flat(self, input_ids: torch.Tensor, segments: Segments,
@@ -141,6 +113,15 @@ class ElectraModel(ElectraPreTrainedModel):
         if hasattr(self, "embeddings_project"):
             hidden = self.embeddings_project(hidden)  # (N, H)
         return self.encoder.forward_flat(hidden, segments)
+
+
+class ElectraFlatHead:
+    """A head on the flat layout: ``ElectraModel.forward_flat``'s inputs, then the head's ``head_flat``."""
+
+    def forward_flat(self, input_ids: torch.Tensor, segments: Segments,
+                     token_type_ids: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """Unpadded inference: (N,) token ids → per-sequence (B, ...) or per-token (N, ...) outputs."""
+        return self.head_flat(self.electra.forward_flat(input_ids, segments, token_type_ids), segments)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -200,7 +181,7 @@ class ElectraForPreTraining(ElectraPreTrainedModel):
         return ElectraForPreTrainingOutput(logits, out.hidden_states, out.attentions)
 
 
-class ElectraForMaskedLM(ElectraPreTrainedModel):
+class ElectraForMaskedLM(ElectraFlatHead, ElectraPreTrainedModel):
     """The generator: vocabulary logits through an LM head tied to the (E-wide) word embeddings."""
 
     tied_keys = {"generator_lm_head.weight": "electra.embeddings.word_embeddings.weight"}
@@ -224,6 +205,10 @@ class ElectraForMaskedLM(ElectraPreTrainedModel):
         logits = self.generator_lm_head(self.generator_predictions(out.last_hidden_state))  # (B, T, V)
         return self.output_class(logits, out.hidden_states, out.attentions)
 
+    def head_flat(self, hidden: torch.Tensor, segments: Segments) -> torch.Tensor:
+        """(N, H) → (N, V) vocabulary logits."""
+        return self.generator_lm_head(self.generator_predictions(hidden))
+
 
 class ElectraForCausalLM(ElectraForMaskedLM):
     """Causal LM: the generator head; attention is causal when the config says ``is_decoder``."""
@@ -231,30 +216,12 @@ class ElectraForCausalLM(ElectraForMaskedLM):
     output_class = CausalLMOutput
 
 
-def _classifier_dropout(config: ElectraConfig) -> float:
-    return config.classifier_dropout if config.classifier_dropout is not None else config.hidden_dropout_prob
-
-
-class ElectraClassificationHead(nn.Module):
-    """First token → dense → gelu → out_proj; the reference uses gelu here (BERT's pooler uses tanh)."""
-
-    def __init__(self, config: ElectraConfig):
-        super().__init__()
-        self.dense = nn.Linear(config.hidden_size, config.hidden_size)
-        self.activation = activation("gelu")
-        self.dropout = nn.Dropout(_classifier_dropout(config))
-        self.out_proj = nn.Linear(config.hidden_size, config.num_labels)
-
-    def forward(self, hidden: torch.Tensor) -> torch.Tensor:
-        first = self.dropout(hidden[:, 0])  # (B, H)
-        return self.out_proj(self.dropout(self.activation(self.dense(first))))  # (B, num_labels)
-
-
-class ElectraForSequenceClassification(ElectraPreTrainedModel):
+class ElectraForSequenceClassification(ElectraFlatHead, ElectraPreTrainedModel):
     def __init__(self, config: ElectraConfig):
         super().__init__(config)
         self.electra = ElectraModel(config)
-        self.classifier = ElectraClassificationHead(config)
+        # No pooler: dense → gelu → out_proj on the first token (gelu, where BERT's pooler has tanh).
+        self.classifier = FirstTokenClassificationHead(config, "gelu")
 
     def forward(
         self,
@@ -265,21 +232,19 @@ class ElectraForSequenceClassification(ElectraPreTrainedModel):
         **kwargs: Any,
     ) -> SequenceClassifierOutput:
         out = self.electra(input_ids, attention_mask, token_type_ids, position_ids, **kwargs)
-        return SequenceClassifierOutput(self.classifier(out.last_hidden_state), out.hidden_states, out.attentions)
+        logits = self.classifier(out.last_hidden_state[:, 0])  # (B, num_labels)
+        return SequenceClassifierOutput(logits, out.hidden_states, out.attentions)
 
-    def forward_flat(self, input_ids: torch.Tensor, segments: Segments,
-                     token_type_ids: Optional[torch.Tensor] = None) -> torch.Tensor:
-        """Unpadded inference: (N,) token ids → (B, num_labels) logits."""
-        hidden = self.electra.forward_flat(input_ids, segments, token_type_ids)  # (N, H)
-        return self.classifier(hidden.index_select(0, segments.first)[:, None])  # head reads [:, 0]
+    def head_flat(self, hidden: torch.Tensor, segments: Segments) -> torch.Tensor:
+        """(N, H) → (B, num_labels) logits from each sequence's first token."""
+        return self.classifier(hidden.index_select(0, segments.first))
 
 
-class ElectraForTokenClassification(ElectraPreTrainedModel):
+class ElectraForTokenClassification(ElectraFlatHead, TokenClassificationHead, ElectraPreTrainedModel):
     def __init__(self, config: ElectraConfig):
         super().__init__(config)
         self.electra = ElectraModel(config)
-        self.dropout = nn.Dropout(_classifier_dropout(config))
-        self.classifier = nn.Linear(config.hidden_size, config.num_labels)
+        self.add_token_classifier(config, classifier_dropout(config))
 
     def forward(
         self,
@@ -289,16 +254,14 @@ class ElectraForTokenClassification(ElectraPreTrainedModel):
         position_ids: Optional[torch.Tensor] = None,
         **kwargs: Any,
     ) -> TokenClassifierOutput:
-        out = self.electra(input_ids, attention_mask, token_type_ids, position_ids, **kwargs)
-        logits = self.classifier(self.dropout(out.last_hidden_state))  # (B, T, num_labels)
-        return TokenClassifierOutput(logits, out.hidden_states, out.attentions)
+        return self.token_classifier_output(self.electra(input_ids, attention_mask, token_type_ids, position_ids, **kwargs))
 
 
-class ElectraForQuestionAnswering(ElectraPreTrainedModel):
+class ElectraForQuestionAnswering(ElectraFlatHead, QuestionAnsweringHead, ElectraPreTrainedModel):
     def __init__(self, config: ElectraConfig):
         super().__init__(config)
         self.electra = ElectraModel(config)
-        self.qa_outputs = nn.Linear(config.hidden_size, config.num_labels)
+        self.add_span_classifier(config)
 
     def forward(
         self,
@@ -308,9 +271,7 @@ class ElectraForQuestionAnswering(ElectraPreTrainedModel):
         position_ids: Optional[torch.Tensor] = None,
         **kwargs: Any,
     ) -> QuestionAnsweringModelOutput:
-        out = self.electra(input_ids, attention_mask, token_type_ids, position_ids, **kwargs)
-        start, end = self.qa_outputs(out.last_hidden_state).split(1, dim=-1)  # (B, T, 1) each
-        return QuestionAnsweringModelOutput(start.squeeze(-1), end.squeeze(-1), out.hidden_states, out.attentions)
+        return self.question_answering_output(self.electra(input_ids, attention_mask, token_type_ids, position_ids, **kwargs))
 
 
 CONTRACT = ModelContract(

@@ -19,12 +19,18 @@ from ..modeling import (
     CausalLMOutput,
     MaskedLMOutput,
     PreTrainedModel,
-    QuestionAnsweringModelOutput,
     Segments,
     SequenceClassifierOutput,
-    TokenClassifierOutput,
     embed_flat,
-    padding_mask,
+)
+from ..layers import (
+    Embeddings,
+    FirstTokenClassificationHead,
+    QuestionAnsweringHead,
+    TokenClassificationHead,
+    check_one_input,
+    classifier_dropout,
+    encode,
 )
 from .. import registry
 from ..contract import ModelContract, positions_after_padding
@@ -74,35 +80,17 @@ def position_ids_from_inputs_embeds(inputs_embeds: torch.Tensor, padding_idx: in
     return positions[None, :].expand(batch, length)  # (B, T)
 
 
-class RobertaEmbeddings(nn.Module):
-    def __init__(self, config: RobertaConfig):
-        super().__init__()
-        if getattr(config, "position_embedding_type", "absolute") != "absolute":
-            raise ValueError(f"position_embedding_type={config.position_embedding_type!r} is not supported; only 'absolute'")
-        self.padding_idx = config.pad_token_id
-        self.word_embeddings = nn.Embedding(config.vocab_size, config.hidden_size, padding_idx=config.pad_token_id)
-        self.position_embeddings = nn.Embedding(config.max_position_embeddings, config.hidden_size,
-                                                padding_idx=config.pad_token_id)
-        self.token_type_embeddings = nn.Embedding(config.type_vocab_size, config.hidden_size)
-        self.LayerNorm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
-        self.dropout = nn.Dropout(config.hidden_dropout_prob)
+class RobertaEmbeddings(Embeddings):
+    """BERT's embeddings with fairseq's position numbering (the position row of padding is reserved)."""
 
-    def forward(
-        self,
-        input_ids: Optional[torch.Tensor],
-        token_type_ids: Optional[torch.Tensor],
-        position_ids: Optional[torch.Tensor],
-        inputs_embeds: Optional[torch.Tensor],
-    ) -> torch.Tensor:
-        if position_ids is None:
-            position_ids = (position_ids_from_input_ids(input_ids, self.padding_idx) if input_ids is not None
-                            else position_ids_from_inputs_embeds(inputs_embeds, self.padding_idx))
-        if inputs_embeds is None:
-            inputs_embeds = self.word_embeddings(input_ids)  # (B, T, H)
-        if token_type_ids is None:
-            token_type_ids = torch.zeros(inputs_embeds.shape[:2], dtype=torch.long, device=inputs_embeds.device)
-        embeddings = inputs_embeds + self.token_type_embeddings(token_type_ids) + self.position_embeddings(position_ids)
-        return self.dropout(self.LayerNorm(embeddings))
+    def __init__(self, config: RobertaConfig):
+        super().__init__(config, config.hidden_size, position_padding_idx=config.pad_token_id)
+        self.padding_idx = config.pad_token_id
+
+    def default_positions(self, input_ids: Optional[torch.Tensor], inputs_embeds: Optional[torch.Tensor]) -> torch.Tensor:
+        if input_ids is not None:
+            return position_ids_from_input_ids(input_ids, self.padding_idx)
+        return position_ids_from_inputs_embeds(inputs_embeds, self.padding_idx)
 
 
 class RobertaPreTrainedModel(PreTrainedModel):
@@ -131,29 +119,31 @@ class RobertaModel(RobertaPreTrainedModel):
         output_hidden_states: Optional[bool] = None,
         output_attentions: Optional[bool] = None,
     ) -> BaseModelOutputWithPooling:
-        if (input_ids is None) == (inputs_embeds is None):
-            raise ValueError("pass exactly one of input_ids or inputs_embeds")
+        check_one_input(input_ids, inputs_embeds)
         hidden = self.embeddings(input_ids, token_type_ids, position_ids, inputs_embeds)  # (B, T, H)
-        mask = padding_mask(attention_mask, hidden.shape[:2], hidden.device)
-        hidden, all_hidden, all_probs = self.encoder(
-            hidden,
-            mask,
-            self.config.output_hidden_states if output_hidden_states is None else output_hidden_states,
-            self.config.output_attentions if output_attentions is None else output_attentions,
-        )
+        hidden, all_hidden, all_probs = encode(self.encoder, self.config, hidden, attention_mask,
+                                               output_hidden_states, output_attentions)
         pooled = self.pooler(hidden) if self.pooler is not None else None
         return BaseModelOutputWithPooling(hidden, pooled, all_hidden, all_probs)
 
-    def forward_flat(self, input_ids: torch.Tensor, segments: Segments,
-                     token_type_ids: Optional[torch.Tensor] = None) -> torch.Tensor:
+    def forward_flat(self, input_ids: torch.Tensor, segments: Segments) -> torch.Tensor:
         """Unpadded inference: (N,) token ids of ``segments``' sequences back to back → (N, H).
 
         Every flat token is real, so positions count from ``pad_token_id + 1`` as in the padded
         path (which would number a pad id inside a sequence as padding; real inputs have none).
+        No token types: RoBERTa declares none as inputs (released checkpoints have one type).
         """
         positions = segments.positions + self.embeddings.padding_idx + 1  # (N,)
-        hidden = embed_flat(self, input_ids, segments, token_type_ids, positions)  # (N, H)
+        hidden = embed_flat(self, input_ids, segments, positions=positions)  # (N, H)
         return self.encoder.forward_flat(hidden, segments)
+
+
+class RobertaFlatHead:
+    """A head on the flat layout: ``RobertaModel.forward_flat``'s inputs, then the head's ``head_flat``."""
+
+    def forward_flat(self, input_ids: torch.Tensor, segments: Segments) -> torch.Tensor:
+        """Unpadded inference: (N,) token ids → per-sequence (B, ...) or per-token (N, ...) outputs."""
+        return self.head_flat(self.roberta.forward_flat(input_ids, segments), segments)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -180,7 +170,7 @@ _LM_HEAD_TIES = {
 }
 
 
-class RobertaForMaskedLM(RobertaPreTrainedModel):
+class RobertaForMaskedLM(RobertaFlatHead, RobertaPreTrainedModel):
     tied_keys = _LM_HEAD_TIES
     output_class = MaskedLMOutput
 
@@ -193,6 +183,10 @@ class RobertaForMaskedLM(RobertaPreTrainedModel):
         out = self.roberta(input_ids, attention_mask, token_type_ids, position_ids, **kwargs)
         return self.output_class(self.lm_head(out.last_hidden_state), out.hidden_states, out.attentions)
 
+    def head_flat(self, hidden: torch.Tensor, segments: Segments) -> torch.Tensor:
+        """(N, H) → (N, V) vocabulary logits."""
+        return self.lm_head(hidden)
+
 
 class RobertaForCausalLM(RobertaForMaskedLM):
     """Causal LM: the MLM head; attention is causal when the config says ``is_decoder``."""
@@ -200,64 +194,41 @@ class RobertaForCausalLM(RobertaForMaskedLM):
     output_class = CausalLMOutput
 
 
-def _classifier_dropout(config: RobertaConfig) -> float:
-    return config.classifier_dropout if config.classifier_dropout is not None else config.hidden_dropout_prob
-
-
-class RobertaClassificationHead(nn.Module):
-    """dense → tanh → out_proj on the ``<s>`` token: RoBERTa's stand-in for BERT's pooler."""
-
-    def __init__(self, config: RobertaConfig):
-        super().__init__()
-        self.dense = nn.Linear(config.hidden_size, config.hidden_size)
-        self.dropout = nn.Dropout(_classifier_dropout(config))
-        self.out_proj = nn.Linear(config.hidden_size, config.num_labels)
-
-    def forward(self, hidden: torch.Tensor) -> torch.Tensor:
-        first = self.dropout(hidden[:, 0])  # <s> token: (B, H)
-        return self.out_proj(self.dropout(torch.tanh(self.dense(first))))  # (B, num_labels)
-
-
-class RobertaForSequenceClassification(RobertaPreTrainedModel):
+class RobertaForSequenceClassification(RobertaFlatHead, RobertaPreTrainedModel):
     def __init__(self, config: RobertaConfig):
         super().__init__(config)
         self.roberta = RobertaModel(config, add_pooling_layer=False)
-        self.classifier = RobertaClassificationHead(config)
+        # No pooler: dense → tanh → out_proj on the <s> token stands in for BERT's.
+        self.classifier = FirstTokenClassificationHead(config, "tanh")
 
     def forward(self, input_ids=None, attention_mask=None, token_type_ids=None, position_ids=None, **kwargs):
         out = self.roberta(input_ids, attention_mask, token_type_ids, position_ids, **kwargs)
-        return SequenceClassifierOutput(self.classifier(out.last_hidden_state), out.hidden_states, out.attentions)
+        logits = self.classifier(out.last_hidden_state[:, 0])  # (B, num_labels)
+        return SequenceClassifierOutput(logits, out.hidden_states, out.attentions)
 
-    def forward_flat(self, input_ids: torch.Tensor, segments: Segments,
-                     token_type_ids: Optional[torch.Tensor] = None) -> torch.Tensor:
-        """Unpadded inference: (N,) token ids → (B, num_labels) logits."""
-        hidden = self.roberta.forward_flat(input_ids, segments, token_type_ids)  # (N, H)
-        return self.classifier(hidden.index_select(0, segments.first)[:, None])  # head reads [:, 0]
+    def head_flat(self, hidden: torch.Tensor, segments: Segments) -> torch.Tensor:
+        """(N, H) → (B, num_labels) logits from each sequence's <s> token."""
+        return self.classifier(hidden.index_select(0, segments.first))
 
 
-class RobertaForTokenClassification(RobertaPreTrainedModel):
+class RobertaForTokenClassification(RobertaFlatHead, TokenClassificationHead, RobertaPreTrainedModel):
     def __init__(self, config: RobertaConfig):
         super().__init__(config)
         self.roberta = RobertaModel(config, add_pooling_layer=False)
-        self.dropout = nn.Dropout(_classifier_dropout(config))
-        self.classifier = nn.Linear(config.hidden_size, config.num_labels)
+        self.add_token_classifier(config, classifier_dropout(config))
 
     def forward(self, input_ids=None, attention_mask=None, token_type_ids=None, position_ids=None, **kwargs):
-        out = self.roberta(input_ids, attention_mask, token_type_ids, position_ids, **kwargs)
-        logits = self.classifier(self.dropout(out.last_hidden_state))  # (B, T, num_labels)
-        return TokenClassifierOutput(logits, out.hidden_states, out.attentions)
+        return self.token_classifier_output(self.roberta(input_ids, attention_mask, token_type_ids, position_ids, **kwargs))
 
 
-class RobertaForQuestionAnswering(RobertaPreTrainedModel):
+class RobertaForQuestionAnswering(RobertaFlatHead, QuestionAnsweringHead, RobertaPreTrainedModel):
     def __init__(self, config: RobertaConfig):
         super().__init__(config)
         self.roberta = RobertaModel(config, add_pooling_layer=False)
-        self.qa_outputs = nn.Linear(config.hidden_size, config.num_labels)
+        self.add_span_classifier(config)
 
     def forward(self, input_ids=None, attention_mask=None, token_type_ids=None, position_ids=None, **kwargs):
-        out = self.roberta(input_ids, attention_mask, token_type_ids, position_ids, **kwargs)
-        start, end = self.qa_outputs(out.last_hidden_state).split(1, dim=-1)  # (B, T, 1) each
-        return QuestionAnsweringModelOutput(start.squeeze(-1), end.squeeze(-1), out.hidden_states, out.attentions)
+        return self.question_answering_output(self.roberta(input_ids, attention_mask, token_type_ids, position_ids, **kwargs))
 
 
 CONTRACT = ModelContract(
