@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import Optional, Sequence
+from typing import Optional, Sequence, Union
 
 import numpy as np
 import pyarrow as pa
@@ -124,24 +124,43 @@ class Tokenize:
 
     def _texts(self, table: pa.Table, column: str) -> tuple[list, list[str]]:
         """The column as Python strings, and per row a problem description ("" when fine)."""
-        data = table[column]
-        kind = data.type
-        if any(check(kind) for check in _TEXT_TYPES):
-            texts = data.to_pylist()
-            return texts, [_problem(t, column) for t in texts]
-        if any(check(kind) for check in _BINARY_TYPES):
-            return _decode_utf8(data.to_pylist(), column)
-        if pa.types.is_null(kind):
-            return [None] * len(data), [f"column {column!r} is null"] * len(data)
-        problem = f"column {column!r} holds {kind}, not a string"
-        nulls = pc.is_null(data).to_pylist()
-        return [None] * len(data), [f"column {column!r} is null" if n else problem for n in nulls]
+        return _column_texts(table[column], column)
 
     @staticmethod
     def _where(table: pa.Table, index: int) -> str:
         if SOURCE in table.column_names and ROW in table.column_names:
             return f"{table[SOURCE][index].as_py()} row {table[ROW][index].as_py()}"
         return f"row {index} of the batch"
+
+
+def _column_texts(data: Union[pa.Array, pa.ChunkedArray], column: str) -> tuple[list, list[str]]:
+    kind = data.type
+    if pa.types.is_dictionary(kind):
+        return _dictionary_texts(data, column)
+    if any(check(kind) for check in _TEXT_TYPES):
+        texts = data.to_pylist()
+        return texts, [_problem(t, column) for t in texts]
+    if any(check(kind) for check in _BINARY_TYPES):
+        return _decode_utf8(data.to_pylist(), column)
+    if pa.types.is_null(kind):
+        return [None] * len(data), [f"column {column!r} is null"] * len(data)
+    problem = f"column {column!r} holds {kind}, not a string"
+    nulls = pc.is_null(data).to_pylist()
+    return [None] * len(data), [f"column {column!r} is null" if n else problem for n in nulls]
+
+
+def _dictionary_texts(data: Union[pa.Array, pa.ChunkedArray], column: str) -> tuple[list, list[str]]:
+    """A dictionary column without decoding it to one string per row first: each distinct value
+    is converted and checked once, and its rows share that one Python string.  Each chunk (a
+    Parquet row group) may have its own dictionary."""
+    texts: list = []
+    problems: list[str] = []
+    for chunk in data.chunks if isinstance(data, pa.ChunkedArray) else [data]:
+        values, value_problems = _column_texts(chunk.dictionary, column)
+        for index in chunk.indices.to_pylist():
+            texts.append(None if index is None else values[index])
+            problems.append(f"column {column!r} is null" if index is None else value_problems[index])
+    return texts, problems
 
 
 def _problem(text: Optional[str], column: str) -> str:

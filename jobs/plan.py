@@ -26,9 +26,11 @@ logger = logging.getLogger(__name__)
 PARQUET_SUFFIXES = (".parquet", ".parq", ".pq")
 _FOOTER_THREADS = 16
 _GLOB_CHARS = "*?["
-# Arrow types a text column may have; all-null columns (type null) are bad rows, not a bad column.
+# Arrow types a text column may have, also as a dictionary's values (pandas writes a `category`
+# column so); all-null columns (type null) are bad rows, not a bad column.
 _TEXT_TYPES = (pa.types.is_string, pa.types.is_large_string, pa.types.is_string_view, pa.types.is_binary,
                pa.types.is_large_binary, pa.types.is_binary_view, pa.types.is_null)
+_PLAIN_LAYOUT = {pa.string_view(): pa.large_string(), pa.binary_view(): pa.large_binary()}
 
 
 class InputError(ValueError):
@@ -191,11 +193,32 @@ def read_shard(url: str, name: str, columns: list[str], storage_options: dict[st
                          f"{', '.join(schema.names)}. Pass the right --text-column / --id-column / --keep-columns.")
     for column in text_columns:
         kind = schema.field(column).type
-        if not any(check(kind) for check in _TEXT_TYPES):
+        if not is_text_type(kind):
             raise InputError(f"Column {column!r} in {shown} holds {kind}, not text (string or UTF-8 binary). "
                              "Pass the text column with --text-column / --text-pair-column.")
     groups = tuple(metadata.row_group(i).num_rows for i in range(metadata.num_row_groups))
     return Shard(url=url, name=name, num_rows=metadata.num_rows, row_group_rows=groups, version=version)
+
+
+def is_text_type(kind: pa.DataType) -> bool:
+    """Whether a column of this Arrow type can hold the job's text (the tokenize stage reads them all)."""
+    if pa.types.is_dictionary(kind):
+        kind = kind.value_type
+    return any(check(kind) for check in _TEXT_TYPES)
+
+
+def without_view_types(table: pa.Table) -> pa.Table:
+    """``table`` with string_view / binary_view columns as large_string / large_binary.
+
+    Ray 2.60 moves Arrow tables between processes with its own serializer, which has no view
+    types: it falls back to Arrow IPC for the whole table, logging a warning with a traceback
+    (and under pytest refuses).  One cast of the unit's rows, where they are read, avoids that.
+    """
+    for index, field in enumerate(table.schema):
+        plain = _PLAIN_LAYOUT.get(field.type)
+        if plain is not None:
+            table = table.set_column(index, field.with_type(plain), table.column(index).cast(plain))
+    return table
 
 
 def plan(inputs: list[str], columns: list[str], max_rows_per_file: int, storage_options: dict[str, Any],
