@@ -10,6 +10,7 @@ import json
 import logging
 import os
 import re
+import socket
 import sys
 import time
 from datetime import datetime, timezone
@@ -39,6 +40,14 @@ CLASSIFY_COLUMNS = ["label", "label_id", "score"]
 
 class JobError(RuntimeError):
     """The job failed for a reason the user can act on; the message says what to do."""
+
+
+# How long the job waits for a Ray cluster's address to answer (Ray's own connect retries a
+# dead address for many minutes).
+CONNECT_TIMEOUT_S = 10.0
+# Ray Data 2.60's addition to the message of an error that ended a task: "Failed to apply UDF
+# transform after 1/1 attempts (total backoff 0.0s).\nTo change retry attempts, ...".
+_RAY_RETRY_ADVICE = re.compile(r"\nFailed to [^\n]* after \d+/\d+ attempts \(total backoff [^\n]*\)\..*\Z", re.DOTALL)
 
 
 def apply_demo_defaults(spec: JobSpec) -> JobSpec:
@@ -168,13 +177,22 @@ def _raise_clearly(err: Exception) -> None:
     for kind in (BadRowError, BadShardError, StallError):
         found = _find(err, kind)
         if found is not None:
-            raise found from None
+            raise _without_ray_advice(found) from None
     storage = _find(err, StorageError)
     if storage is not None:
-        raise JobError(f"{storage} Output files committed so far are kept: run the same command again to resume.") from None
+        raise JobError(f"{_without_ray_advice(storage)} Output files committed so far are kept: "
+                       "run the same command again to resume.") from None
     if isinstance(err, ray.exceptions.ActorDiedError) and err.actor_init_failed:
         raise JobError(f"A pipeline actor failed to start: {_last_error_line(err)}") from err
     raise err
+
+
+def _without_ray_advice(err: BaseException) -> BaseException:
+    """``err`` with the message the job gave it: Ray Data appends retry advice to the message of
+    an error that ends a task, pointing at retries that can't help a bad row or file."""
+    if err.args and isinstance(err.args[0], str):
+        err.args = (_RAY_RETRY_ADVICE.sub("", err.args[0]), *err.args[1:])
+    return err
 
 
 def _unreadable_units(spec: JobSpec, work: Plan, todo: list[Unit], stats: list[dict[str, Any]]) -> dict[str, str]:
@@ -198,10 +216,65 @@ def _unreadable_units(spec: JobSpec, work: Plan, todo: list[Unit], stats: list[d
 
 
 def _connect(spec: JobSpec) -> None:
+    """Join the cluster that --ray-address or RAY_ADDRESS names, failing within
+    ``CONNECT_TIMEOUT_S`` naming it when nothing answers there; without either, start a fresh
+    local Ray.  (Ray's own default would join whatever cluster a leftover ``ray_current_cluster``
+    file names, and retry a dead one for many minutes; ``auto`` asks for that lookup.)"""
     if ray.is_initialized():
         return
+    address, source = _requested_address(spec)
     # include_dashboard only applies when this starts a local Ray; a running cluster keeps its own.
-    ray.init(address=spec.ray_address, include_dashboard=spec.dashboard)
+    if address in (None, "local"):
+        logger.info("Ray: starting a fresh local Ray (%s)", source)
+        ray.init(address="local", include_dashboard=spec.dashboard)
+        return
+    target = _gcs_address(address, source)
+    _check_answers(target, address, source)
+    logger.info("Ray: connecting to the cluster at %s (%s)", target, source)
+    ray.init(address=address, include_dashboard=spec.dashboard)
+
+
+def _requested_address(spec: JobSpec) -> tuple[Optional[str], str]:
+    """The address asked for (None: none) and where it came from, for the log and errors."""
+    if spec.ray_address:
+        return spec.ray_address, f"--ray-address {spec.ray_address}"
+    if os.environ.get("RAY_ADDRESS"):
+        return os.environ["RAY_ADDRESS"], f"RAY_ADDRESS={os.environ['RAY_ADDRESS']}"
+    return None, "neither --ray-address nor RAY_ADDRESS is set"
+
+
+def _gcs_address(address: str, source: str) -> str:
+    """The host:port that ray.init will dial for ``address``."""
+    if "://" in address:  # ray://host:port: a Ray Client server
+        return address.split("://", 1)[1].rstrip("/")
+    try:
+        # Ray's own resolution: `auto` becomes RAY_ADDRESS, the address file of the last
+        # `ray start` here, or a raylet running here; localhost becomes this node's IP.
+        found = ray._private.services.canonicalize_bootstrap_address(address)
+    except (ConnectionError, ValueError) as err:
+        raise JobError(f"No Ray cluster to connect to ({source}): {err}") from None
+    if found is None:
+        raise JobError(f"No Ray cluster to connect to ({source}).")
+    return found
+
+
+def _check_answers(target: str, address: str, source: str) -> None:
+    """Fail fast when nothing listens at ``target``; ray.init would retry it for minutes."""
+    host, _, port = target.rpartition(":")
+    try:
+        with socket.create_connection((host.strip("[]"), int(port)), timeout=CONNECT_TIMEOUT_S):
+            return
+    except socket.timeout:
+        reason = f"nothing answered within {CONNECT_TIMEOUT_S:g} s"
+    except ConnectionRefusedError:
+        reason = "connection refused: no Ray cluster runs there (any more)"
+    except (OSError, ValueError) as err:
+        reason = f"{type(err).__name__}: {err}"
+    found = "" if target == address else f", which {address!r} resolved to"
+    stale = (" Ray's discovery found it in the address file of the last `ray start` on this machine, or RAY_ADDRESS; "
+             "a cluster that died leaves that file behind." if address == "auto" else "")
+    raise JobError(f"Can't reach the Ray cluster at {target} ({source}{found}): {reason}.{stale} Start the cluster or "
+                   "fix the address; leave both --ray-address and RAY_ADDRESS unset to run on a fresh local Ray.")
 
 
 def _tokenize_stage(spec: JobSpec, model: ResolvedModel) -> dict[str, Any]:
@@ -337,15 +410,57 @@ def format_summary(manifest: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+# Errors the job raises on purpose: the CLI ends with their message alone.
+EXPECTED_ERRORS = (SpecError, InputError, ModelError, BadRowError,
+                   BadShardError, OutputError, StorageError, JobError, StallError)
+
+
+class _HideExpectedErrors(logging.Filter):
+    """Drops console records logged about one of the job's own errors (Ray Data prints the
+    failed task's traceback, and asks for a bug report, before the job's message); Ray Data's
+    log file keeps them whole."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if not record.name.startswith("ray."):  # a handler Ray Data shares (pytest's) keeps the rest
+            return True
+        err = record.exc_info[1] if record.exc_info else sys.exc_info()[1]
+        return err is None or not any(_find(err, kind) for kind in EXPECTED_ERRORS)
+
+
+def _quiet_ray_data_console() -> None:
+    import ray.data  # noqa: F401  (it sets up its loggers on import)
+
+    for handler in logging.getLogger("ray.data").handlers:
+        # Its console handler; its file handlers are plain Handlers that open ray-data.log lazily.
+        if isinstance(handler, logging.StreamHandler) and not any(isinstance(f, _HideExpectedErrors)
+                                                                  for f in handler.filters):
+            handler.addFilter(_HideExpectedErrors())
+
+
+def _leave_ray(ray_was_up: bool) -> None:
+    """Before the final message: stop the Ray this run started (output of its workers still on
+    its way to this console would follow the message otherwise), naming Ray Data's log file,
+    which has the full trace."""
+    if ray_was_up or not ray.is_initialized():
+        return
+    from ray.data._internal.logging import get_log_directory
+
+    logs = get_log_directory()
+    ray.shutdown()
+    logger.info("Ray Data's log, with the full trace: %s", os.path.join(logs, "ray-data.log") if logs else "none")
+
+
 def main(argv: Optional[list[str]] = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    _quiet_ray_data_console()
+    ray_was_up = ray.is_initialized()
     secrets: list[str] = []
     try:
         spec = parse_spec(argv)
         secrets = secret_values(spec.storage_options)
         manifest = run_job(spec)
-    except (SpecError, InputError, ModelError, BadRowError, BadShardError, OutputError, StorageError, JobError,
-            StallError) as err:
+    except EXPECTED_ERRORS as err:
+        _leave_ray(ray_was_up)
         # Messages quote URLs and storage errors; whatever credential slipped into one is masked.
         logger.error("%s", redact_text(str(err), secrets))
         return 2

@@ -31,7 +31,7 @@ from actors.tokenize import Tokenize
 from autoload.storage import object_version, redact_text, retry
 from jobs import output
 from jobs.placement import Resources
-from jobs.plan import Plan, Unit, filesystem, is_bad_file
+from jobs.plan import Plan, Unit, filesystem, is_bad_file, without_view_types
 from jobs.progress import ProgressCounter, ProgressReporter, StallError, Watchdog
 from jobs.spec import JobSpec
 
@@ -87,7 +87,7 @@ def read_unit(item: dict[str, Any], columns: list[str], storage_options: dict[st
         table = pq.ParquetFile(handle, page_checksum_verification=True).read_row_groups(item["row_groups"],
                                                                                         columns=columns)
     rows = item["rows"]
-    table = table.slice(item["skip"], rows)
+    table = without_view_types(table.slice(item["skip"], rows))
     if table.num_rows != rows:
         raise BadShardError(f"{redact_text(item['url'])} has {table.num_rows} rows from row {item['row_start']}, "
                             f"its footer promised {rows}")

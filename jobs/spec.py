@@ -186,7 +186,7 @@ OPTIONS: dict[str, tuple[dict[str, Any], Any]] = {
     "overwrite": ({"action": argparse.BooleanOptionalAction, "help": "recompute every output file, even those a previous run of the same job committed, and allow replacing the output of a different job (other model or settings). Default: resume, skipping committed files; refuse to mix jobs"}, _bool),
     "storage_options": ({"metavar": "JSON", "help": "fsspec options for input, output and model URLs, e.g. '{\"endpoint_url\": \"http://...\"}'; default: credentials and endpoint from the environment (AWS_*)"}, _json_dict),
     "cache_dir": ({"metavar": "DIR", "help": "local model cache on every node; remote models are downloaded once per node (default: ~/.cache/autoinfer)"}, _str),
-    "ray_address": ({"metavar": "ADDR", "help": "Ray cluster to use; default: RAY_ADDRESS (set by `ray job submit`), else a local Ray"}, _str),
+    "ray_address": ({"metavar": "ADDR", "help": "Ray cluster to connect to: host:port, ray://host:port, or 'auto' (Ray's own discovery: the last `ray start` on this machine or a running local cluster); fails within 10 s naming the address when nothing answers there. Default: RAY_ADDRESS (set by `ray job submit`), else a fresh local Ray (never a cluster found through a leftover /tmp/ray/ray_current_cluster file)"}, _str),
     "dashboard": ({"action": argparse.BooleanOptionalAction, "help": "start the Ray dashboard with the local Ray the job starts (default: off; its processes take CPU from the model on small machines). A cluster's own dashboard is unaffected"}, _bool),
 }
 
