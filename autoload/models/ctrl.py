@@ -162,14 +162,15 @@ class CTRLModel(CTRLPreTrainedModel):
         position_ids: Optional[torch.Tensor] = None,
         *,
         past_key_values: Optional[PastKeyValues] = None,
-        use_cache: Optional[bool] = None,
+        use_cache: bool = False,
         inputs_embeds: Optional[torch.Tensor] = None,
         output_hidden_states: Optional[bool] = None,
         output_attentions: Optional[bool] = None,
     ) -> BaseModelOutputWithPast:
         """Padded forward; with ``past_key_values`` (one ``(key, value)`` per layer, each
         ``(B, nH, T_past, d)``) the ids are the next tokens and ``attention_mask`` covers past and
-        new tokens. Positions default to ``T_past ..``: pass ``position_ids`` for left padding."""
+        new tokens; ``use_cache`` returns every layer's keys and values, past ones first. Positions
+        default to ``T_past ..``: pass ``position_ids`` for left padding."""
         check_one_input(input_ids, inputs_embeds)
         if inputs_embeds is None:
             inputs_embeds = self.w(input_ids)  # (B, T, H)
