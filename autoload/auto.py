@@ -87,9 +87,10 @@ class AutoModelForPreTraining(_AutoModel):
 
 
 class AutoModelWithLMHead(_AutoModel):
-    """The reference's (deprecated) LM-head class: masked LM for encoder architectures."""
+    """The reference's (deprecated) LM-head class: each contract declares which head it is (masked
+    LM for encoders, causal LM for decoders)."""
 
-    head = registry.MASKED_LM
+    head = registry.WITH_LM_HEAD
 
 
 class AutoModelForMaskedLM(_AutoModel):

@@ -125,6 +125,20 @@ def encode(encoder: nn.Module, config: PretrainedConfig, embedded: torch.Tensor,
     )
 
 
+class Conv1D(nn.Module):
+    """The GPT family's linear layer: its weight is stored (in, out), the transpose of
+    ``nn.Linear``'s, as the checkpoints hold it, so loading stays a strict load."""
+
+    def __init__(self, out_features: int, in_features: int):  # the reference's argument order (nf, nx)
+        super().__init__()
+        self.weight = nn.Parameter(torch.empty(in_features, out_features))
+        self.bias = nn.Parameter(torch.zeros(out_features))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        flat = torch.addmm(self.bias, x.reshape(-1, x.shape[-1]), self.weight)  # (..., in) → (prod(...), out)
+        return flat.view(*x.shape[:-1], flat.shape[-1])
+
+
 # ---------------------------------------------------------------------------------------------
 # Heads
 # ---------------------------------------------------------------------------------------------

@@ -69,6 +69,34 @@ class BaseModelOutputWithPooling(ModelOutput):
     attentions: Optional[tuple[torch.Tensor, ...]] = None
 
 
+# A decoder's key/value cache: per layer, (key, value), each (B, nH, T_past, d).
+PastKeyValues = tuple[tuple[torch.Tensor, torch.Tensor], ...]
+
+
+@dataclass
+class BaseModelOutputWithPast(ModelOutput):
+    last_hidden_state: torch.Tensor
+    past_key_values: Optional[PastKeyValues] = None
+    hidden_states: Optional[tuple[torch.Tensor, ...]] = None
+    attentions: Optional[tuple[torch.Tensor, ...]] = None
+
+
+@dataclass
+class CausalLMOutputWithPast(ModelOutput):
+    logits: torch.Tensor
+    past_key_values: Optional[PastKeyValues] = None
+    hidden_states: Optional[tuple[torch.Tensor, ...]] = None
+    attentions: Optional[tuple[torch.Tensor, ...]] = None
+
+
+@dataclass
+class SequenceClassifierOutputWithPast(ModelOutput):
+    logits: torch.Tensor
+    past_key_values: Optional[PastKeyValues] = None
+    hidden_states: Optional[tuple[torch.Tensor, ...]] = None
+    attentions: Optional[tuple[torch.Tensor, ...]] = None
+
+
 @dataclass
 class MaskedLMOutput(ModelOutput):
     logits: torch.Tensor
@@ -150,6 +178,18 @@ def padding_mask(attention_mask: Optional[torch.Tensor], shape: tuple[int, int],
     return attention_mask.to(torch.bool)[:, None, None, :]
 
 
+def causal_mask(attention_mask: Optional[torch.Tensor], query_length: int, past_length: int,
+                device: torch.device) -> torch.Tensor:
+    """A decoder's mask, (B|1, 1, T, P + T) boolean, True = attend: the query at absolute
+    position P + i sees key j when j <= P + i and, given ``attention_mask`` (B, P + T) 0/1 over
+    the cached and the new tokens, key j is a real token (so left-padded prompts work)."""
+    keys = past_length + query_length
+    allowed = torch.ones(query_length, keys, dtype=torch.bool, device=device).tril(diagonal=past_length)  # (T, P+T)
+    if attention_mask is None:
+        return allowed[None, None]
+    return allowed[None, None] & attention_mask.to(torch.bool)[:, None, None, :]
+
+
 def attention(
     q: torch.Tensor,
     k: torch.Tensor,
@@ -159,20 +199,26 @@ def attention(
     causal: bool = False,
     dropout_p: float = 0.0,
     need_weights: bool = False,
+    scale: Optional[float] = None,
 ) -> tuple[torch.Tensor, Optional[torch.Tensor]]:
     """Scaled dot-product attention over padded batches.
 
-    q, k, v: (B, nH, T, d); mask: (B, 1, 1|T, T) boolean, True = attend, or None when every
-    key may be attended (SDPA runs faster without a mask).  Returns the context (B, nH, T, d)
-    and, when ``need_weights``, the probabilities (B, nH, T, T).
+    q: (B, nH, T, d); k, v: (B, nH, S, d); mask: (B, 1, 1|T, S) boolean, True = attend, or None
+    when every key may be attended (SDPA runs faster without a mask).  ``causal`` is for
+    T == S (no cache: build :func:`causal_mask` otherwise); ``scale`` defaults to 1/sqrt(d).
+    Returns the context (B, nH, T, d) and, when ``need_weights``, the probabilities (B, nH, T, S).
+    With ``need_weights`` a query whose keys are all masked (left padding before any real token)
+    gets uniform weights over every key, as the reference's eager attention does (its additive
+    mask swamps the scores); SDPA gives it a zero context.  Either way that query is padding.
     """
     if causal:
         t = q.shape[-2]
         tril = torch.ones(t, t, dtype=torch.bool, device=q.device).tril()
         mask = tril if mask is None else mask & tril
     if not need_weights:
-        return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout_p), None
-    scores = (q @ k.transpose(-1, -2)) / math.sqrt(q.shape[-1])  # (B, nH, T, T)
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout_p, scale=scale), None
+    scores = q @ k.transpose(-1, -2)  # (B, nH, T, S)
+    scores = scores / math.sqrt(q.shape[-1]) if scale is None else scores * scale
     if mask is not None:
         scores = scores.masked_fill(~mask, torch.finfo(scores.dtype).min)
     probs = F.dropout(scores.softmax(-1), p=dropout_p)
@@ -303,8 +349,10 @@ def _can_use_varlen_kernel(qkv: torch.Tensor, head_dim: int) -> bool:
             and torch.cuda.get_device_capability(qkv.device) >= (8, 0) and _varlen_kernel() is not None)
 
 
-def varlen_attention(qkv: torch.Tensor, segments: Segments, num_heads: int, *, causal: bool = False) -> torch.Tensor:
-    """Self-attention within each sequence of a flat batch: (N, 3H) fused q|k|v → (N, H) context.
+def varlen_attention(qkv: torch.Tensor, segments: Segments, num_heads: int, *, causal: bool = False,
+                     scale: Optional[float] = None) -> torch.Tensor:
+    """Self-attention within each sequence of a flat batch: (N, 3H) fused q|k|v → (N, H) context;
+    ``scale`` multiplies the scores (default 1/sqrt(d)).
 
     On CUDA in half precision this is ``torch.nn.attention.varlen.varlen_attn`` (no padding at
     all).  Elsewhere the tokens are scattered into a zero (B, T) layout for SDPA and gathered
@@ -319,7 +367,7 @@ def varlen_attention(qkv: torch.Tensor, segments: Segments, num_heads: int, *, c
         q, k, v = qkv.view(total, 3, num_heads, head_dim).unbind(1)  # (N, nH, d) each, last dim contiguous
         window = (-1, 0) if causal else (-1, -1)
         out = _varlen_kernel()(q, k, v, segments.cu_seqlens, segments.cu_seqlens, segments.max_seqlen,
-                               segments.max_seqlen, window_size=window)
+                               segments.max_seqlen, window_size=window, scale=scale)
         return out.reshape(total, hidden)
     batch, length = segments.num_sequences, segments.max_seqlen
     if segments.uniform:
@@ -328,7 +376,7 @@ def varlen_attention(qkv: torch.Tensor, segments: Segments, num_heads: int, *, c
         padded = qkv.new_zeros(batch * length, width).index_copy_(0, segments.padded_index, qkv)  # (B*T, 3H)
         mask = segments.mask
     q, k, v = padded.view(batch, length, 3, num_heads, head_dim).permute(2, 0, 3, 1, 4).unbind(0)  # (B, nH, T, d)
-    context, _ = attention(q, k, v, mask, causal=causal)
+    context, _ = attention(q, k, v, mask, causal=causal, scale=scale)
     context = context.transpose(1, 2).reshape(batch * length, hidden)  # (B*T, H)
     return context if segments.uniform else context.index_select(0, segments.padded_index)  # (N, H)
 

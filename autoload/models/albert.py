@@ -380,6 +380,7 @@ CONTRACT = ModelContract(
         registry.BASE: AlbertModel,
         registry.PRETRAINING: AlbertForPreTraining,
         registry.MASKED_LM: AlbertForMaskedLM,
+        registry.WITH_LM_HEAD: AlbertForMaskedLM,
         registry.SEQUENCE_CLASSIFICATION: AlbertForSequenceClassification,
         registry.TOKEN_CLASSIFICATION: AlbertForTokenClassification,
         registry.QUESTION_ANSWERING: AlbertForQuestionAnswering,

@@ -360,6 +360,7 @@ CONTRACT = ModelContract(
         registry.BASE: BertModel,
         registry.PRETRAINING: BertForPreTraining,
         registry.MASKED_LM: BertForMaskedLM,
+        registry.WITH_LM_HEAD: BertForMaskedLM,
         registry.CAUSAL_LM: BertLMHeadModel,
         registry.SEQUENCE_CLASSIFICATION: BertForSequenceClassification,
         registry.TOKEN_CLASSIFICATION: BertForTokenClassification,

@@ -59,6 +59,7 @@ CONTRACT = ModelContract(
         registry.BASE: CamembertModel,
         registry.PRETRAINING: CamembertForMaskedLM,
         registry.MASKED_LM: CamembertForMaskedLM,
+        registry.WITH_LM_HEAD: CamembertForMaskedLM,
         registry.CAUSAL_LM: CamembertForCausalLM,
         registry.SEQUENCE_CLASSIFICATION: CamembertForSequenceClassification,
         registry.TOKEN_CLASSIFICATION: CamembertForTokenClassification,

@@ -299,6 +299,7 @@ CONTRACT = ModelContract(
         registry.BASE: DistilBertModel,
         registry.PRETRAINING: DistilBertForMaskedLM,
         registry.MASKED_LM: DistilBertForMaskedLM,
+        registry.WITH_LM_HEAD: DistilBertForMaskedLM,
         registry.SEQUENCE_CLASSIFICATION: DistilBertForSequenceClassification,
         registry.TOKEN_CLASSIFICATION: DistilBertForTokenClassification,
         registry.QUESTION_ANSWERING: DistilBertForQuestionAnswering,

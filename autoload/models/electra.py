@@ -281,6 +281,7 @@ CONTRACT = ModelContract(
         registry.BASE: ElectraModel,
         registry.PRETRAINING: ElectraForPreTraining,
         registry.MASKED_LM: ElectraForMaskedLM,
+        registry.WITH_LM_HEAD: ElectraForMaskedLM,
         registry.CAUSAL_LM: ElectraForCausalLM,
         registry.SEQUENCE_CLASSIFICATION: ElectraForSequenceClassification,
         registry.TOKEN_CLASSIFICATION: ElectraForTokenClassification,

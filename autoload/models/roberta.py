@@ -239,6 +239,7 @@ CONTRACT = ModelContract(
         # The reference pre-trains RoBERTa with masked LM only (no next-sentence head).
         registry.PRETRAINING: RobertaForMaskedLM,
         registry.MASKED_LM: RobertaForMaskedLM,
+        registry.WITH_LM_HEAD: RobertaForMaskedLM,
         registry.CAUSAL_LM: RobertaForCausalLM,
         registry.SEQUENCE_CLASSIFICATION: RobertaForSequenceClassification,
         registry.TOKEN_CLASSIFICATION: RobertaForTokenClassification,

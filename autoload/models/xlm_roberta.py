@@ -59,6 +59,7 @@ CONTRACT = ModelContract(
         registry.BASE: XLMRobertaModel,
         registry.PRETRAINING: XLMRobertaForMaskedLM,
         registry.MASKED_LM: XLMRobertaForMaskedLM,
+        registry.WITH_LM_HEAD: XLMRobertaForMaskedLM,
         registry.CAUSAL_LM: XLMRobertaForCausalLM,
         registry.SEQUENCE_CLASSIFICATION: XLMRobertaForSequenceClassification,
         registry.TOKEN_CLASSIFICATION: XLMRobertaForTokenClassification,

@@ -15,6 +15,7 @@ HEADS = {
     "base": "AlbertModel",
     "pretraining": "AlbertForPreTraining",
     "masked_lm": "AlbertForMaskedLM",
+    "with_lm_head": "AlbertForMaskedLM",
     "sequence_classification": "AlbertForSequenceClassification",
     "token_classification": "AlbertForTokenClassification",
     "question_answering": "AlbertForQuestionAnswering",

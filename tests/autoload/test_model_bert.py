@@ -7,6 +7,7 @@ HEADS = {
     "base": "BertModel",
     "pretraining": "BertForPreTraining",
     "masked_lm": "BertForMaskedLM",
+    "with_lm_head": "BertForMaskedLM",
     "causal_lm": "BertLMHeadModel",
     "sequence_classification": "BertForSequenceClassification",
     "token_classification": "BertForTokenClassification",

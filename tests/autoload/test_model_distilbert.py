@@ -10,6 +10,7 @@ HEADS = {
     "base": "DistilBertModel",
     "pretraining": "DistilBertForMaskedLM",
     "masked_lm": "DistilBertForMaskedLM",
+    "with_lm_head": "DistilBertForMaskedLM",
     "sequence_classification": "DistilBertForSequenceClassification",
     "token_classification": "DistilBertForTokenClassification",
     "question_answering": "DistilBertForQuestionAnswering",

@@ -7,6 +7,7 @@ HEADS = {
     "base": "ElectraModel",
     "pretraining": "ElectraForPreTraining",
     "masked_lm": "ElectraForMaskedLM",
+    "with_lm_head": "ElectraForMaskedLM",
     "causal_lm": "ElectraForCausalLM",
     "sequence_classification": "ElectraForSequenceClassification",
     "token_classification": "ElectraForTokenClassification",

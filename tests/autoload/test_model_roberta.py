@@ -17,6 +17,7 @@ def _heads(prefix: str) -> dict[str, str]:
         "base": f"{prefix}Model",
         "pretraining": f"{prefix}ForMaskedLM",  # the reference's AutoModelForPreTraining choice
         "masked_lm": f"{prefix}ForMaskedLM",
+        "with_lm_head": f"{prefix}ForMaskedLM",
         "causal_lm": f"{prefix}ForCausalLM",
         "sequence_classification": f"{prefix}ForSequenceClassification",
         "token_classification": f"{prefix}ForTokenClassification",
