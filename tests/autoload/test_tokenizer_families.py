@@ -69,6 +69,15 @@ def _sentencepiece_family(reference_class: str, specials: list[str]):
     return build
 
 
+def _gpt2(directory: Path, minilm_dir: Path, bpe_files: Path):
+    # Native files and a pad token (so the padded calls run) in the legacy special_tokens_map.json,
+    # no tokenizer class: only the name tells.
+    for name in ("vocab.json", "merges.txt"):
+        shutil.copy(bpe_files / name, directory / name)
+    (directory / "special_tokens_map.json").write_text(json.dumps({"pad_token": "<pad>"}))
+    return transformers.GPT2Tokenizer(str(directory / "vocab.json"), str(directory / "merges.txt"), pad_token="<pad>")
+
+
 ROBERTA_SPECIALS = ["<s>", "<pad>", "</s>", "<unk>", "<mask>"]
 # The seed's AutoTokenizer list, in its order: the reference class and how to build it, or None
 # for families autoload does not implement yet.
@@ -82,7 +91,7 @@ SEED_PATTERNS = [
     ("roberta", ("RobertaTokenizer", _roberta)),
     ("bert", ("BertTokenizer", _wordpiece_family("BertTokenizer"))),
     ("openai-gpt", None),
-    ("gpt2", None),
+    ("gpt2", ("GPT2Tokenizer", _gpt2)),
     ("transfo-xl", None),
     ("xlnet", None),
     ("xlm", None),
@@ -125,7 +134,7 @@ def test_name_pattern_picks_the_seed_class(pattern, family, tmp_path, minilm_dir
 
 
 # Native files of the families still to come: all are vocabularies another family reads too.
-NATIVE = [("gpt2", "GPT2Tokenizer", "bpe"), ("openai-gpt", "OpenAIGPTTokenizer", "bpe"), ("xlm", "XLMTokenizer", "bpe"),
+NATIVE = [("openai-gpt", "OpenAIGPTTokenizer", "bpe"), ("xlm", "XLMTokenizer", "bpe"),
           ("ctrl", "CTRLTokenizer", "bpe"), ("transfo-xl", "TransfoXLTokenizer", "vocab.txt")]
 
 
