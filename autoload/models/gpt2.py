@@ -107,6 +107,7 @@ class GPT2Attention(nn.Module):
         return self.resid_dropout(self.c_proj(context)), (k, v), probs
 
     def forward_flat(self, hidden: torch.Tensor, segments: Segments) -> torch.Tensor:
+        # In the model's dtype even with reorder_and_upcast_attn, as the reference's SDPA and flash paths.
         context = varlen_attention(self.c_attn(hidden), segments, self.num_heads, causal=True, scale=self.scale)
         return self.resid_dropout(self.c_proj(context))  # (N, H)
 
@@ -215,7 +216,8 @@ class GPT2Model(GPT2PreTrainedModel):
             all_hidden.append(hidden)
             hidden, present, probs = block(hidden, mask, past_key_values[i] if past_key_values else None,
                                            output_attentions)
-            presents.append(present)
+            if use_cache:  # else each layer's keys and values are freed as soon as it is done
+                presents.append(present)
             all_probs.append(probs)
         hidden = self.ln_f(hidden)  # (B, T, H)
         return BaseModelOutputWithPast(
