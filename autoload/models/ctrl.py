@@ -197,12 +197,11 @@ class CTRLModel(CTRLPreTrainedModel):
                                        None if all_hidden is None else tuple(all_hidden),
                                        None if all_probs is None else tuple(all_probs))
 
-    def forward_flat(self, input_ids: torch.Tensor, segments: Segments,
-                     token_type_ids: Optional[torch.Tensor] = None) -> torch.Tensor:
+    def forward_flat(self, input_ids: torch.Tensor, segments: Segments) -> torch.Tensor:
         """Unpadded inference: (N,) token ids of ``segments``' sequences back to back → (N, H)
         last hidden states, each sequence attending causally within itself."""
         check_flat_inputs(self, input_ids, segments)
-        hidden = self.embed(self.w(input_ids), segments.positions, token_type_ids)  # (N, H)
+        hidden = self.embed(self.w(input_ids), segments.positions, None)  # (N, H)
         for layer in self.h:
             hidden = layer.forward_flat(hidden, segments)
         return self.layernorm(hidden)
@@ -214,10 +213,9 @@ class CTRLModel(CTRLPreTrainedModel):
 class CTRLFlatHead:
     """A head on the flat layout: ``CTRLModel.forward_flat``'s inputs, then the head's ``head_flat``."""
 
-    def forward_flat(self, input_ids: torch.Tensor, segments: Segments,
-                     token_type_ids: Optional[torch.Tensor] = None) -> torch.Tensor:
+    def forward_flat(self, input_ids: torch.Tensor, segments: Segments) -> torch.Tensor:
         """Unpadded inference: (N,) token ids → per-sequence (B, ...) or per-token (N, ...) outputs."""
-        return self.head_flat(self.transformer.forward_flat(input_ids, segments, token_type_ids), segments)
+        return self.head_flat(self.transformer.forward_flat(input_ids, segments), segments)
 
 
 class CTRLLMHeadModel(CTRLFlatHead, CTRLPreTrainedModel):
@@ -269,8 +267,8 @@ CONTRACT = ModelContract(
         registry.SEQUENCE_CLASSIFICATION: CTRLForSequenceClassification,
     },
     name_patterns=("ctrl",),
-    # The reference tokenizer returns all-zero token types, which the model embeds: they are an input.
-    input_names=("input_ids", "attention_mask", "token_type_ids"),
+    # The reference tokenizer returns no token types (the model would embed them as tokens).
+    input_names=("input_ids", "attention_mask"),
     tokenizer="ctrl",
     tokenizer_class="CTRLTokenizer",
     rank=130,

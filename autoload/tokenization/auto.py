@@ -78,7 +78,7 @@ def _load(source: ModelSource, name_or_path: str, user_kwargs: dict[str, Any]) -
     else:
         backend = recipe.build(paths, settings)
         rebuilt = True
-    if rebuilt:
+    if rebuilt and recipe.prepare is not None:
         recipe.prepare(backend, settings)
     if layout is not TOKENIZER_JSON:
         tokenizer_files.add_saved_tokens(backend, settings, source)
@@ -155,7 +155,8 @@ def _make_tokenizer(backend: tokenizers.Tokenizer, settings: dict[str, Any], nam
         extras = list(extras.values())
     tokenizer_class = settings["tokenizer_class"]
     init_kwargs = {k: v for k, v in settings.items() if k not in SPECIAL_TOKEN_NAMES}
-    return Tokenizer(
+    api_class = recipe.api_class if recipe is not None and recipe.api_class is not None else Tokenizer
+    return api_class(
         backend,
         special_tokens=special,
         extra_special_tokens=extras,
