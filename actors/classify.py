@@ -11,7 +11,7 @@ from autoload import AutoModelForSequenceClassification
 from autoload.modeling import Segments
 
 from .common import fixed_size_list
-from .model_stage import ModelStage
+from .model_stage import ModelStage, Results
 
 
 class Classify(ModelStage):
@@ -33,15 +33,11 @@ class Classify(ModelStage):
         self.regression = config.num_labels == 1 or config.problem_type == "regression"
         self.multi_label = config.problem_type == "multi_label_classification"
 
-    @property
-    def output_width(self) -> int:
-        return int(self.model.config.num_labels)
+    def forward(self, inputs: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        return {"scores": self._scores(self.model(**inputs).logits.float())}
 
-    def forward(self, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
-        return self._scores(self.model(**inputs).logits.float())
-
-    def forward_flat(self, input_ids: torch.Tensor, segments: Segments, **inputs: torch.Tensor) -> torch.Tensor:
-        return self._scores(self.model.forward_flat(input_ids, segments, **inputs).float())
+    def forward_flat(self, input_ids: torch.Tensor, segments: Segments, **inputs: torch.Tensor) -> dict[str, torch.Tensor]:
+        return {"scores": self._scores(self.model.forward_flat(input_ids, segments, **inputs).float())}
 
     def _scores(self, logits: torch.Tensor) -> torch.Tensor:
         """(B, num_labels) logits → probabilities (or the raw value for regression)."""
@@ -49,7 +45,9 @@ class Classify(ModelStage):
             return logits
         return logits.sigmoid() if self.multi_label else logits.softmax(-1)
 
-    def columns(self, outputs: np.ndarray, valid: np.ndarray) -> dict[str, pa.Array]:
+    def columns(self, results: Results) -> dict[str, pa.Array]:
+        outputs = results.per_row("scores", (int(self.model.config.num_labels),))
+        valid = results.valid
         label_ids = outputs.argmax(1)
         nulls = ~valid
         columns = {

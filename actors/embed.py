@@ -12,7 +12,7 @@ from autoload import AutoModel
 from autoload.modeling import Segments, pool_segments
 
 from .common import POOLINGS, fixed_size_list
-from .model_stage import ModelStage
+from .model_stage import ModelStage, Results
 
 ARROW_TYPES = {"float32": pa.float32(), "float16": pa.float16()}
 
@@ -51,21 +51,18 @@ class Embed(ModelStage):
         self.embedding_type = ARROW_TYPES[embedding_dtype]
         super().__init__(model, **kwargs)
 
-    @property
-    def output_width(self) -> int:
-        return int(self.model.config.hidden_size)
-
-    def forward(self, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
+    def forward(self, inputs: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         hidden = self.model(**inputs).last_hidden_state.float()  # (B, T, H); pool in float32
-        return self._finish(pool(hidden, inputs["attention_mask"], self.pooling))
+        return {"embedding": self._finish(pool(hidden, inputs["attention_mask"], self.pooling))}
 
-    def forward_flat(self, input_ids: torch.Tensor, segments: Segments, **inputs: torch.Tensor) -> torch.Tensor:
+    def forward_flat(self, input_ids: torch.Tensor, segments: Segments, **inputs: torch.Tensor) -> dict[str, torch.Tensor]:
         hidden = self.model.forward_flat(input_ids, segments, **inputs).float()  # (N, H); pool in float32
-        return self._finish(pool_segments(hidden, segments, self.pooling))
+        return {"embedding": self._finish(pool_segments(hidden, segments, self.pooling))}
 
     def _finish(self, pooled: torch.Tensor) -> torch.Tensor:
         """(B, H) pooled → (B, H) output, L2-normalised if asked."""
         return F.normalize(pooled, p=2, dim=1) if self.normalize else pooled
 
-    def columns(self, outputs: np.ndarray, valid: np.ndarray) -> dict[str, pa.Array]:
-        return {"embedding": fixed_size_list(outputs, valid, self.embedding_type)}
+    def columns(self, results: Results) -> dict[str, pa.Array]:
+        values = results.per_row("embedding", (int(self.model.config.hidden_size),))
+        return {"embedding": fixed_size_list(values, results.valid, self.embedding_type)}

@@ -1,23 +1,32 @@
 """The model stage's shared machinery: load once, length-sorted token-budget micro-batches.
 
-A subclass names the Auto class to load, turns one forward's outputs into a (B, D) float32
-array and those arrays into Arrow columns.  Rows come in and go out in the same order.
+A subclass names the Auto class to load, runs one micro-batch (``forward`` padded,
+``forward_flat`` unpadded) into named outputs, and turns the outputs into Arrow columns of any
+shape: per-row vectors, scalars or strings, per-token lists.  Everything else is shared here:
 
-Models with a ``forward_flat`` run unpadded: each micro-batch's tokens back to back, so the
-linear layers see real tokens only.  A CUDA out-of-memory error halves the micro-batch and
-lowers the actor's token budget for the rest of its life; no row is lost.
+- A row may run as several model sequences (windows of a long text, question + context
+  strides): the tokenize step then gives ``__input_ids`` as a list of sequences per row.  The
+  stage runs sequences, not rows, and hands the subclass each sequence's row to collapse them.
+- Sequences run longest first in micro-batches cut by a token budget; results go back to
+  their own sequence's place, so the output keeps the input order.
+- Models with a ``forward_flat`` run unpadded: each micro-batch's tokens back to back, so the
+  linear layers see real tokens only.  A CUDA out-of-memory error halves the micro-batch and
+  lowers the actor's token budget for the rest of its life; no row is lost.
 """
 from __future__ import annotations
 
 import logging
 import time
+from dataclasses import dataclass
 from typing import Any, Callable, ClassVar, Optional
 
 import numpy as np
 import pyarrow as pa
 import torch
 
+from autoload import registry
 from autoload.checkpoint import weights_digest
+from autoload.contract import TOKEN_TYPE_IDS as TOKEN_TYPE_INPUT
 from autoload.modeling import Segments, to_device
 
 from .common import (
@@ -26,7 +35,6 @@ from .common import (
     PADDED,
     SECONDS,
     TOKEN_TYPE_IDS,
-    TOKENS,
     flat_rows,
     injected_faults,
     micro_batches,
@@ -58,6 +66,77 @@ def load_dtype(name: str, device: torch.device) -> str:
     return "float16" if device.type == "cuda" else "float32"
 
 
+@dataclass
+class Sequences:
+    """The model sequences of a block: token ids (and token types) per sequence, and the row
+    each belongs to.  Rows with an error have none."""
+
+    ids: pa.ListArray                 # one list<int32> of token ids per sequence
+    type_ids: Optional[pa.ListArray]  # the same for token types, when the model takes them
+    row: np.ndarray                   # (S,) the input row of each sequence
+    lengths: np.ndarray               # (S,) tokens per sequence
+
+    @classmethod
+    def from_table(cls, table: pa.Table, valid: np.ndarray, token_types: bool) -> "Sequences":
+        rows = np.flatnonzero(valid)
+        ids = table[INPUT_IDS].combine_chunks().take(pa.array(rows, type=pa.int64()))
+        type_ids = None
+        if token_types and TOKEN_TYPE_IDS in table.column_names:
+            type_ids = table[TOKEN_TYPE_IDS].combine_chunks().take(pa.array(rows, type=pa.int64()))
+        if pa.types.is_list(ids.type.value_type) or pa.types.is_large_list(ids.type.value_type):
+            # Several sequences per row: list<list<int>>.
+            counts = ids.value_lengths().to_numpy(zero_copy_only=False)
+            row = np.repeat(rows, counts)
+            ids = ids.flatten()
+            type_ids = type_ids.flatten() if type_ids is not None else None
+        else:
+            row = rows
+        lengths = ids.value_lengths().to_numpy(zero_copy_only=False).astype(np.int64)
+        return cls(ids=ids, type_ids=type_ids, row=row, lengths=lengths)
+
+    def __len__(self) -> int:
+        return len(self.row)
+
+
+@dataclass
+class Ragged:
+    """Per-token values of every sequence: ``values`` (N, ...) back to back in sequence order,
+    sequence s's tokens at ``values[offsets[s]:offsets[s + 1]]``."""
+
+    values: np.ndarray
+    offsets: np.ndarray
+
+    def __getitem__(self, sequence: int) -> np.ndarray:
+        return self.values[self.offsets[sequence]:self.offsets[sequence + 1]]
+
+
+@dataclass
+class Results:
+    """What a block's forwards produced, in sequence order, for the subclass's ``columns``."""
+
+    sequences: Sequences
+    num_rows: int
+    valid: np.ndarray                     # (rows,) rows without an error (they have sequences)
+    per_sequence: dict[str, np.ndarray]   # name → (S, ...)
+    per_token: dict[str, Ragged]          # name → values per token of each sequence
+
+    def tokens_per_row(self) -> np.ndarray:
+        """(rows,) int64: tokens each row ran, over all its sequences."""
+        return np.bincount(self.sequences.row, weights=self.sequences.lengths, minlength=self.num_rows).astype(np.int64)
+
+    def per_row(self, name: str, shape: tuple[int, ...] = ()) -> np.ndarray:
+        """(rows, *shape) float32 of a per-sequence output for stages that run one sequence per
+        row; rows with an error (and every row, when none ran) hold zeros: the columns mark
+        them null."""
+        out = np.zeros((self.num_rows, *shape), dtype=np.float32)
+        if name not in self.per_sequence:
+            return out
+        if len(np.unique(self.sequences.row)) != len(self.sequences):
+            raise ValueError(f"{name}: rows ran as several sequences; collapse them by Results.sequences.row")
+        out[self.sequences.row] = self.per_sequence[name]
+        return out
+
+
 class ModelStage:
     """Callable on an Arrow table from the tokenize stage; returns it with the output columns
     added and the token columns removed.  Build once per actor: ``__init__`` loads the model."""
@@ -66,6 +145,9 @@ class ModelStage:
     # Weights the stage never uses, so a checkpoint may lack them (e.g. BERT's pooler for embeddings).
     unused_weights: ClassVar[tuple[str, ...]] = ()
     checkpoint_kind: ClassVar[str] = "model"
+    # Names of ``forward``'s outputs that are per token ((N, ...) over the batch's tokens);
+    # the others are per sequence ((B, ...)).
+    per_token: ClassVar[tuple[str, ...]] = ()
 
     def __init__(
         self,
@@ -102,6 +184,8 @@ class ModelStage:
             raise ValueError(problem)
         self.model = loaded.to(self.device).prepare_for_inference()
         self.flat = callable(getattr(self.model, "forward_flat", None))
+        # Only the inputs the architecture declares reach it (DistilBERT and RoBERTa take no token types).
+        self.token_types = registry.contract(self.model.config.model_type).uses_token_types
         if expected_weights_digest is not None:
             digest = weights_digest(self.model.checkpoint_files)
             if digest != expected_weights_digest:
@@ -125,20 +209,18 @@ class ModelStage:
                 f"it is not a {cls.checkpoint_kind} checkpoint for {model_class}.")
 
     # -- subclass interface ---------------------------------------------------------------
-    @property
-    def output_width(self) -> int:
+    def forward(self, inputs: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """One padded micro-batch ((B, T) ``input_ids``, ``attention_mask``, maybe
+        ``token_type_ids``) → named outputs: (B, ...) per sequence, or for names in
+        ``per_token`` (N, ...) over the real tokens in row order (see :func:`unpad`)."""
         raise NotImplementedError
 
-    def forward(self, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
-        """One padded micro-batch → (B, output_width) float32 on the model's device."""
+    def forward_flat(self, input_ids: torch.Tensor, segments: Segments, **inputs: torch.Tensor) -> dict[str, torch.Tensor]:
+        """One unpadded micro-batch, (N,) ids (and the declared inputs, flat) → the same outputs."""
         raise NotImplementedError
 
-    def forward_flat(self, input_ids: torch.Tensor, segments: Segments, **inputs: torch.Tensor) -> torch.Tensor:
-        """One unpadded micro-batch, (N,) ids (and ``token_type_ids``) → (B, output_width) float32."""
-        raise NotImplementedError
-
-    def columns(self, outputs: np.ndarray, valid: np.ndarray) -> dict[str, pa.Array]:
-        """(N, output_width) results (rows where ``valid`` is False hold zeros) → output columns."""
+    def columns(self, results: Results) -> dict[str, pa.Array]:
+        """The block's results → output columns, one value per input row (null for bad rows)."""
         raise NotImplementedError
 
     # -- the stage ------------------------------------------------------------------------
@@ -146,42 +228,40 @@ class ModelStage:
         injected_faults("model")
         started = time.perf_counter()
         valid = valid_rows(table)
-        ids = table[INPUT_IDS].combine_chunks()
-        type_ids = table[TOKEN_TYPE_IDS].combine_chunks() if TOKEN_TYPE_IDS in table.column_names else None
-        lengths = table[TOKENS].to_numpy()
-        outputs = np.zeros((table.num_rows, self.output_width), dtype=np.float32)
-        widths = np.zeros(table.num_rows, dtype=np.int32)
+        sequences = Sequences.from_table(table, valid, self.token_types)
         with torch.inference_mode():
-            rows, results, ran_widths = self._run(np.flatnonzero(valid), lengths, ids, type_ids)
-        # Results go back to each row's own position: the output keeps the input order.
-        outputs[rows] = results
-        widths[rows] = ran_widths
+            per_sequence, per_token, widths = self._run(sequences)
+        results = Results(sequences=sequences, num_rows=table.num_rows, valid=valid, per_sequence=per_sequence,
+                          per_token=per_token)
         table = table.drop_columns([c for c in (INPUT_IDS, TOKEN_TYPE_IDS) if c in table.column_names])
-        for name, column in self.columns(outputs, valid).items():
+        for name, column in self.columns(results).items():
             table = table.append_column(name, column)
-        table = table.append_column(PADDED, pa.array(widths))
+        # Padded positions per row, summed over its sequences (for the padding ratio).
+        padded = np.bincount(sequences.row, weights=widths, minlength=table.num_rows).astype(np.int32)
+        table = table.append_column(PADDED, pa.array(padded))
         elapsed = time.perf_counter() - started
         return table.append_column(SECONDS + "model", seconds_column(elapsed, table.num_rows))
 
-    def _run(self, rows: np.ndarray, lengths: np.ndarray, ids: pa.ListArray,
-             type_ids: Optional[pa.ListArray]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Forward ``rows`` longest first in token-budget micro-batches.  Returns the rows in the
-        order they ran, their (rows, output_width) results and the width each ran at.  After an
-        out-of-memory error the rows not run yet are cut again under the lowered budget."""
+    def _run(self, sequences: Sequences) -> tuple[dict[str, np.ndarray], dict[str, Ragged], np.ndarray]:
+        """Forward every sequence, longest first, in token-budget micro-batches.  Returns the
+        per-sequence and per-token outputs in sequence order and the width each sequence ran
+        at.  After an out-of-memory error the sequences not run yet are cut again under the
+        lowered budget."""
+        lengths = sequences.lengths
         done: list[np.ndarray] = []
-        results: list[torch.Tensor] = []
+        outputs: list[dict[str, torch.Tensor]] = []
         widths: list[np.ndarray] = []
-        remaining = rows
+        remaining = np.arange(len(sequences))
         while len(remaining):
             for group in micro_batches(lengths[remaining], self.max_batch_tokens, self.batch_size):
                 group = remaining[group]
                 try:
-                    result, width = self._forward_group(group, lengths, ids, type_ids)
+                    output, width = self._forward_group(group, sequences)
                 except torch.cuda.OutOfMemoryError as err:
                     self._lower_budget(len(group), int(lengths[group].max()), err)
                     break
                 done.append(group)
-                results.append(result)
+                outputs.append(output)
                 widths.append(width)
                 if self.progress is not None:
                     self.progress(len(group), int(lengths[group].sum()))
@@ -192,28 +272,55 @@ class ModelStage:
             if self.device.type == "cuda":
                 torch.cuda.empty_cache()
             remaining = np.setdiff1d(remaining, np.concatenate(done)) if done else remaining
-        if not done:
-            return rows, np.zeros((0, self.output_width), dtype=np.float32), np.zeros(0, dtype=np.int32)
-        # Results stay on the device until the block ends: one copy back, no wait per micro-batch.
-        host = torch.cat(results).float().cpu().numpy()
-        return np.concatenate(done), host, np.concatenate(widths)
+        order = np.concatenate(done) if done else np.zeros(0, dtype=np.int64)
+        ran_widths = np.zeros(len(sequences), dtype=np.int64)
+        ran_widths[order] = np.concatenate(widths) if widths else []
+        per_sequence, per_token = self._in_sequence_order(outputs, order, lengths)
+        return per_sequence, per_token, ran_widths
 
-    def _forward_group(self, group: np.ndarray, lengths: np.ndarray, ids: pa.ListArray,
-                       type_ids: Optional[pa.ListArray]) -> tuple[torch.Tensor, np.ndarray]:
-        """One micro-batch → its (B, output_width) results on the device and, per row, the
-        number of token positions it ran at (its own length when unpadded)."""
-        group_lengths = lengths[group]
+    def _in_sequence_order(self, outputs: list[dict[str, torch.Tensor]], order: np.ndarray, lengths: np.ndarray
+                           ) -> tuple[dict[str, np.ndarray], dict[str, Ragged]]:
+        """The micro-batches' outputs (sequences in ``order``) back in sequence order.  Results
+        stay on the device until the block ends: one copy back, no wait per micro-batch."""
+        per_sequence: dict[str, np.ndarray] = {}
+        per_token: dict[str, Ragged] = {}
+        if not outputs:
+            return per_sequence, per_token
+        offsets = np.zeros(len(lengths) + 1, dtype=np.int64)
+        np.cumsum(lengths, out=offsets[1:])
+        for name in outputs[0]:
+            ran = torch.cat([output[name] for output in outputs])
+            host = (ran.float() if ran.is_floating_point() else ran).cpu().numpy()
+            if name in self.per_token:
+                # Token j of sequence s came at position ran_starts[s] + j of the run order.
+                ran_lengths = lengths[order]
+                ran_starts = np.zeros(len(lengths), dtype=np.int64)
+                ran_starts[order] = np.cumsum(ran_lengths) - ran_lengths
+                index = np.arange(offsets[-1]) + np.repeat(ran_starts - offsets[:-1], lengths)
+                per_token[name] = Ragged(values=host[index], offsets=offsets)
+            else:
+                placed = np.zeros((len(lengths), *host.shape[1:]), dtype=host.dtype)
+                placed[order] = host
+                per_sequence[name] = placed
+        return per_sequence, per_token
+
+    def _forward_group(self, group: np.ndarray, sequences: Sequences) -> tuple[dict[str, torch.Tensor], np.ndarray]:
+        """One micro-batch → its outputs on the device and, per sequence, the number of token
+        positions it ran at (its own length when unpadded)."""
+        group_lengths = sequences.lengths[group]
         if self.flat and group_lengths.min() > 0:
             segments = Segments.from_lengths(group_lengths, self.device)
-            extra = {} if type_ids is None else {"token_type_ids": to_device(flat_rows(type_ids, group), self.device)}
-            result = self.forward_flat(to_device(flat_rows(ids, group), self.device), segments, **extra)
-            return result, group_lengths.astype(np.int32)
-        input_ids, mask = pad_rows(ids, group, self.pad_token_id)  # (B, T) each
+            extra = {}
+            if sequences.type_ids is not None:
+                extra[TOKEN_TYPE_INPUT] = to_device(flat_rows(sequences.type_ids, group), self.device)
+            output = self.forward_flat(to_device(flat_rows(sequences.ids, group), self.device), segments, **extra)
+            return output, group_lengths.astype(np.int64)
+        input_ids, mask = pad_rows(sequences.ids, group, self.pad_token_id)  # (B, T) each
         inputs = {"input_ids": input_ids, "attention_mask": mask}
-        if type_ids is not None:
-            inputs["token_type_ids"] = pad_rows(type_ids, group, 0)[0]
-        result = self.forward({k: to_device(v, self.device) for k, v in inputs.items()})
-        return result, np.full(len(group), input_ids.shape[1], dtype=np.int32)
+        if sequences.type_ids is not None:
+            inputs[TOKEN_TYPE_INPUT] = pad_rows(sequences.type_ids, group, 0)[0]
+        output = self.forward({k: to_device(v, self.device) for k, v in inputs.items()})
+        return output, np.full(len(group), input_ids.shape[1], dtype=np.int64)
 
     def _lower_budget(self, rows: int, longest: int, err: torch.cuda.OutOfMemoryError) -> None:
         """After an out-of-memory error on ``rows`` rows of up to ``longest`` tokens: halve the
@@ -224,3 +331,9 @@ class ModelStage:
         self.max_batch_tokens = max(1, rows // 2) * longest
         logger.warning("out of memory on %s with %d rows x %d tokens; retrying in smaller micro-batches, token budget "
                        "now %d", self.device, rows, longest, self.max_batch_tokens)
+
+
+def unpad(values: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+    """(B, T, ...) per-position values of a padded forward → (N, ...) of the real tokens, in
+    row order: the layout ``forward_flat`` gives."""
+    return values[attention_mask.bool()]

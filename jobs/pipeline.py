@@ -33,7 +33,7 @@ from jobs import output
 from jobs.placement import Resources
 from jobs.plan import Plan, Unit, filesystem, is_bad_file, without_view_types
 from jobs.progress import ProgressCounter, ProgressReporter, StallError, Watchdog
-from jobs.spec import JobSpec
+from jobs.spec import GENERATED_ID, JobSpec
 
 logger = logging.getLogger(__name__)
 
@@ -169,7 +169,8 @@ def _write_unit(rows: pa.Table, output_url: str, storage_options: dict[str, Any]
         ids = rows[id_column]
     else:
         ids = pc.binary_join_element_wise(rows[SOURCE].cast(pa.string()), pc.cast(rows[ROW], pa.string()), "#")
-    columns = {"id": ids, **{c: rows[c] for c in keep_columns}, **{c: rows[c] for c in result_columns},
+    # The user's id column keeps its name, so the output joins back on it.
+    columns = {id_column or GENERATED_ID: ids, **{c: rows[c] for c in keep_columns}, **{c: rows[c] for c in result_columns},
                TRUNCATED: rows[TRUNCATED]}
     valid = valid_rows(rows)
     if ERROR in rows.column_names:

@@ -71,9 +71,10 @@ class Resources:
         return dict(vars(self))
 
 
-def plan_resources(spec: Any, nodes: Sequence[NodeShape], weights_bytes: int = 0,
+def plan_resources(asked: Any, nodes: Sequence[NodeShape], weights_bytes: int = 0,
                    units: Optional[int] = None) -> Resources:
-    """The actor shape and pool size for ``spec`` on ``nodes``.
+    """The actor shape and pool size on ``nodes``, given what the user ``asked`` (a
+    :class:`jobs.spec.Placement`; its unset fields are planned).
 
     GPU actors when asked (``--num-gpus-per-actor``) or when a node has, or the autoscaler
     can add, GPUs.  On CPUs, single-threaded actors, one per CPU: a forward's threads wait for
@@ -90,13 +91,13 @@ def plan_resources(spec: Any, nodes: Sequence[NodeShape], weights_bytes: int = 0
     if not nodes:
         raise ValueError("the Ray cluster has no alive node with resources")
     gpus_anywhere = any(n.gpus > 0 for n in nodes)
-    num_gpus = spec.num_gpus_per_actor if spec.num_gpus_per_actor is not None else (1.0 if gpus_anywhere else 0.0)
+    num_gpus = asked.num_gpus_per_actor if asked.num_gpus_per_actor is not None else (1.0 if gpus_anywhere else 0.0)
     if num_gpus > 0:
-        threads = spec.threads_per_actor or max(1, math.ceil(spec.cpus_per_actor or 1.0))
-        ceiling = spec.cpus_per_actor or 1.0
+        threads = asked.threads_per_actor or max(1, math.ceil(asked.cpus_per_actor or 1.0))
+        ceiling = asked.cpus_per_actor or 1.0
     else:
-        threads = spec.threads_per_actor or (math.ceil(spec.cpus_per_actor) if spec.cpus_per_actor else 1)
-        ceiling = spec.cpus_per_actor or float(threads)
+        threads = asked.threads_per_actor or (math.ceil(asked.cpus_per_actor) if asked.cpus_per_actor else 1)
+        ceiling = asked.cpus_per_actor or float(threads)
     memory = float(weights_bytes + ACTOR_OVERHEAD_BYTES) if weights_bytes and num_gpus == 0 else 0.0
 
     def fits(node: NodeShape) -> int:
@@ -110,19 +111,19 @@ def plan_resources(spec: Any, nodes: Sequence[NodeShape], weights_bytes: int = 0
             wanted = int(node.gpus / num_gpus + 1e-9)
         else:
             wanted = max(1, int(node.cpus // threads)) if node.cpus > node.reserve() else 0
-        if spec.cpus_per_actor:
-            wanted = min(wanted, int((node.cpus - node.reserve()) / spec.cpus_per_actor + 1e-9))
+        if asked.cpus_per_actor:
+            wanted = min(wanted, int((node.cpus - node.reserve()) / asked.cpus_per_actor + 1e-9))
         return min(wanted, fits(node))
 
     total = sum(useful(n) * n.count for n in nodes)
     if total == 0:
-        if num_gpus > 0 and spec.num_gpus_per_actor is not None:
+        if num_gpus > 0 and asked.num_gpus_per_actor is not None:
             logger.warning("no node has %g GPU now: the model actors wait for GPU nodes (from the autoscaler); the "
                            "stall watchdog ends the job if none come", num_gpus)
         else:
-            raise ValueError(_nothing_fits(nodes, num_gpus, spec.cpus_per_actor, memory))
-    low, high = spec.actors or (1, max(1, min(total, units) if units is not None else total))
-    num_cpus = spec.cpus_per_actor or _cpus_per_actor(nodes, ceiling, high, num_gpus, fits)
+            raise ValueError(_nothing_fits(nodes, num_gpus, asked.cpus_per_actor, memory))
+    low, high = asked.actors or (1, max(1, min(total, units) if units is not None else total))
+    num_cpus = asked.cpus_per_actor or _cpus_per_actor(nodes, ceiling, high, num_gpus, fits)
     placement = [_node_plan(n, num_cpus, num_gpus, high, fits) for n in nodes]
     starved = [p["node"] for p in placement if p["max_actors"] and p["free_cpus"] < TASK_CPUS]
     if starved:
@@ -133,7 +134,7 @@ def plan_resources(spec: Any, nodes: Sequence[NodeShape], weights_bytes: int = 0
     if capacity < high:
         logger.warning("the cluster's nodes hold %d actors of %g CPUs / %g GPUs, %d asked for: the others wait for "
                        "nodes (the autoscaler's, if any)", capacity, num_cpus, num_gpus, high)
-    pool = spec.tokenize_pool if spec.tokenize_pool is not None else num_gpus > 0
+    pool = asked.tokenize_pool if asked.tokenize_pool is not None else num_gpus > 0
     total_cpus = sum(n.cpus for n in nodes if n.alive)
     return Resources(num_gpus=num_gpus, num_cpus=num_cpus, threads=threads, min_actors=low, max_actors=high,
                      task_cpus=TASK_CPUS,

@@ -1,31 +1,54 @@
 """The job spec: every setting of a run, from defaults < a YAML/JSON spec file < command-line flags.
 
-One table (``OPTIONS``) defines each setting's default, type and help, so the CLI, the spec
-file and the manifest can't drift apart.  Left at their defaults, the settings run the demo:
-the packaged MiniLM model over a sample dataset written to ``data/sample`` if missing.
+Settings come in three groups, each declared once as :class:`jobs.options.Option` so the CLI,
+the spec file and the manifest can't drift apart:
+
+- ``GENERAL``: what every job has (model, input, output, columns, policies, storage, Ray);
+- ``PLACEMENT``: how the model actors are placed (``JobSpec.placement``, see jobs/placement.py);
+- each task's own options (``JobSpec.task_options``), declared by the task (jobs/tasks/).
+
+An option of another task than the chosen one is refused naming both.  Left at their
+defaults, the settings run the demo: the packaged MiniLM model over a sample dataset written
+to ``data/sample`` if missing.
 """
 from __future__ import annotations
 
 import argparse
-import json
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Optional
 
 import yaml
 
-from actors.common import BAD_ROW_POLICIES, DTYPES, EMBEDDING_DTYPES, POOLINGS, TRUNCATED
+from actors.common import BAD_ROW_POLICIES, DTYPES, ERROR, TRUNCATED
 from autoload.storage import redact_options, redact_text
+from jobs import options as parse
+from jobs.options import SWITCH, Option, SpecError
+from jobs.task import Task, builtin_names, get_task, known_tasks
 
-TASKS = ("embed", "classify")
 BAD_SHARD_POLICIES = ("error", "skip")
+GENERATED_ID = "id"
 
 DEMO_INPUT = "data/sample"
 DEMO_OUTPUT = "demo_output"
 
+__all__ = ["JobSpec", "Placement", "SpecError", "parse_spec", "make_spec", "build_parser", "DEMO_INPUT", "DEMO_OUTPUT"]
 
-class SpecError(ValueError):
-    """A setting is missing, unknown or has a bad value (the message names it)."""
+
+@dataclass
+class Placement:
+    """How the model actors are placed; every field left None is planned from the cluster."""
+
+    num_gpus_per_actor: Optional[float] = None
+    cpus_per_actor: Optional[float] = None
+    threads_per_actor: Optional[int] = None
+    actors: Optional[tuple[int, int]] = None
+    tokenize_pool: Optional[bool] = None
+
+    def to_dict(self) -> dict[str, Any]:
+        data = {f.name: getattr(self, f.name) for f in fields(self)}
+        data["actors"] = list(self.actors) if self.actors else None
+        return data
 
 
 @dataclass
@@ -38,18 +61,11 @@ class JobSpec:
     text_pair_column: Optional[str] = None
     id_column: Optional[str] = None
     keep_columns: list[str] = field(default_factory=list)
-    pooling: Optional[str] = None
-    normalize: Optional[bool] = None
-    embedding_dtype: str = "float32"
-    return_probs: bool = False
     max_length: Optional[int] = None
     dtype: str = "auto"
     batch_size: Optional[int] = None  # None: the model stage's per-device default
     max_batch_tokens: Optional[int] = None
-    num_gpus_per_actor: Optional[float] = None
-    cpus_per_actor: Optional[float] = None
-    threads_per_actor: Optional[int] = None
-    actors: Optional[tuple[int, int]] = None
+    stall_timeout: float = 300.0
     max_rows_per_file: int = 50_000
     on_bad_row: str = "error"
     on_bad_shard: str = "error"
@@ -58,14 +74,23 @@ class JobSpec:
     cache_dir: Optional[str] = None
     ray_address: Optional[str] = None
     dashboard: bool = False
-    tokenize_pool: Optional[bool] = None
-    stall_timeout: float = 300.0
+    placement: Placement = field(default_factory=Placement)
+    task_options: dict[str, Any] = field(default_factory=dict)
+
+    def make_task(self) -> Task:
+        return get_task(self.task)(self.task_options)
+
+    @property
+    def id_output(self) -> str:
+        """The output column holding row ids: the user's id column under its own name, else ``id``."""
+        return self.id_column or GENERATED_ID
 
     def to_dict(self, redact: bool = True) -> dict[str, Any]:
         """Plain JSON-able dict; credentials (storage-option secrets, passwords in URLs) replaced by
         "***" unless ``redact=False``."""
         data = {f.name: getattr(self, f.name) for f in fields(self)}
-        data["actors"] = list(self.actors) if self.actors else None
+        data["placement"] = self.placement.to_dict()
+        data["task_options"] = dict(self.task_options)
         if redact:
             data["storage_options"] = redact_options(self.storage_options)
             data["input"] = [redact_text(url) for url in self.input]
@@ -75,147 +100,113 @@ class JobSpec:
         return data
 
 
-# Parsers of a setting's value, from a flag (a string) or a spec file (any YAML value).
-def _csv(value: Any) -> list[str]:
-    if isinstance(value, str):
-        return [v.strip() for v in value.split(",") if v.strip()]
-    if isinstance(value, (list, tuple)) and all(isinstance(v, str) for v in value):
-        return list(value)
-    raise SpecError(f"expected a comma-separated string or a list of strings, got {value!r}")
+GENERAL: tuple[Option, ...] = (
+    Option("task", "what to compute (see TASKS below): built in: {tasks}; or module:Class for a task of your own (default: embed)", parse.text, flag={"metavar": "TASK"}),
+    Option("model", "model directory, file or fsspec URL (s3://bucket/model/); default: the packaged all-MiniLM-L6-v2 (demo)", parse.text, flag={"metavar": "REF"}),
+    Option("input", "Parquet input: a file, a directory/prefix (searched recursively), a glob, or a comma-separated list; repeatable (default: data/sample, created if missing: the demo)", parse.inputs, flag={"metavar": "URL", "action": "append"}),
+    Option("output", "output directory URL, not inside an input; one Parquet file per input shard, each committed with a record in _commits/, then _manifest.json and _SUCCESS. A rerun resumes: committed files are skipped (default: demo_output)", parse.text, flag={"metavar": "URL"}),
+    Option("text_column", "column holding the text (default: text)", parse.text, flag={"metavar": "NAME"}),
+    Option("text_pair_column", "second text of a pair (e.g. for cross-encoders / NLI classifiers)", parse.text, flag={"metavar": "NAME"}),
+    Option("id_column", "input column holding each row's id, written to the output under the same name (so outputs join back on it); default: an 'id' column of '<input file>#<row index>', stable across reruns", parse.text, flag={"metavar": "NAME"}),
+    Option("keep_columns", "input columns copied to the output unchanged", parse.csv, flag={"metavar": "A,B"}),
+    Option("max_length", "truncate inputs to N tokens; default: the model's limit (sentence_bert_config.json max_seq_length, else the tokenizer's / position table's)", parse.positive(int), flag={"metavar": "N"}),
+    Option("dtype", "model weights' dtype; auto = float16 on GPU, float32 on CPU (default: auto)", parse.choice(DTYPES), flag={"choices": DTYPES}),
+    Option("batch_size", "most rows in one model forward (default: 128 on CPU, 1024 on GPU)", parse.positive(int), flag={"metavar": "N"}),
+    Option("max_batch_tokens", "most tokens in one model forward (rows x longest row); rows are sorted by length and cut by this budget (default: 2048 on CPU, where small forwards measured fastest, 65536 on GPU)", parse.positive(int), flag={"metavar": "N"}),
+    Option("stall_timeout", "fail the job, naming what waits for which resource, when no row reaches the model and no file is committed for this long while work waits for resources Ray can't give (a plan that starves the read/write tasks of CPU, actors no node fits); no progress with nothing waiting (a slow model download, nodes the autoscaler is starting) is only logged (default: 300)", parse.positive(float), flag={"metavar": "SECONDS"}),
+    Option("max_rows_per_file", "split input files with more rows into N-row work units and output files (default: 50000)", parse.positive(int), flag={"metavar": "N"}),
+    Option("on_bad_row", "null / empty / non-string / non-UTF-8 text: 'error' stops the job naming file and row (default); 'flag' writes the row with a null output and an 'error' message. Text over the model's limit is truncated, never an error: the 'truncated' column marks it", parse.choice(BAD_ROW_POLICIES), flag={"choices": BAD_ROW_POLICIES}),
+    Option("on_bad_shard", "an input file that can't be read (corrupt Parquet): 'error' stops the job naming it (default); 'skip' leaves its rows out and records it in the manifest and summary", parse.choice(BAD_SHARD_POLICIES), flag={"choices": BAD_SHARD_POLICIES}),
+    Option("overwrite", "recompute every output file, even those a previous run of the same job committed, and allow replacing the output of a different job (other model or settings). Default: resume, skipping committed files; refuse to mix jobs", parse.boolean, flag=SWITCH),
+    Option("storage_options", "fsspec options for input, output and model URLs, e.g. '{\"endpoint_url\": \"http://...\"}'; default: credentials and endpoint from the environment (AWS_*)", parse.json_dict, flag={"metavar": "JSON"}),
+    Option("cache_dir", "local model cache on every node; remote models are downloaded once per node (default: ~/.cache/autoinfer)", parse.text, flag={"metavar": "DIR"}),
+    Option("ray_address", "Ray cluster to connect to: host:port, ray://host:port, or 'auto' (Ray's own discovery: the last `ray start` on this machine or a running local cluster); fails within 10 s naming the address when nothing answers there. Default: RAY_ADDRESS (set by `ray job submit`), else a fresh local Ray (never a cluster found through a leftover /tmp/ray/ray_current_cluster file)", parse.text, flag={"metavar": "ADDR"}),
+    Option("dashboard", "start the Ray dashboard with the local Ray the job starts (default: off; its processes take CPU from the model on small machines). A cluster's own dashboard is unaffected", parse.boolean, flag=SWITCH),
+)
+
+PLACEMENT: tuple[Option, ...] = (
+    Option("num_gpus_per_actor", "GPUs per model actor; default: 1 when the cluster has GPUs now, else 0 (CPU). Set 1 on autoscaling clusters that start without GPU nodes", parse.non_negative_float, flag={"metavar": "G"}),
+    Option("cpus_per_actor", "CPUs reserved per model actor; default: 1 with GPUs; on CPUs its threads, or less so that every node keeps 0.25 CPU free for the read and write tasks however Ray packs the actors", parse.positive(float), flag={"metavar": "C"}),
+    Option("threads_per_actor", "torch threads per model actor; default: 1 on CPUs (one single-threaded actor per CPU measured fastest), with GPUs its CPUs rounded up", parse.positive(int), flag={"metavar": "N"}),
+    Option("actors", "model actor pool size, autoscaling between MIN and MAX (it starts at MAX); default: planned per node (jobs/placement.py): with GPUs one actor per GPU, on CPUs one per CPU / --threads-per-actor, no more than fit in half of each node's memory, nor than units to compute. Give MAX on autoscaling clusters", parse.actors, flag={"metavar": "MIN,MAX"}),
+    Option("tokenize_pool", "tokenize in a CPU actor pool of its own, handing token ids to the model actors; default: on with GPUs (tokenizing overlaps the GPU), off on CPUs (the model actors tokenize their own rows: no hand-off, no extra process)", parse.boolean, flag=SWITCH),
+)
+
+_GROUPS = ("placement", "task_options")  # spec-file mappings whose keys are settings too
 
 
-def _inputs(value: Any) -> list[str]:
-    if isinstance(value, str):
-        return [value]
-    return _csv(value)
+def task_classes(argv_task: Optional[str] = None) -> dict[str, type[Task]]:
+    """The tasks whose options the parser knows: every known one, plus ``argv_task`` when it
+    names a task of the user's own (module:Class)."""
+    tasks = dict(known_tasks())
+    if argv_task and argv_task not in tasks:
+        task = get_task(argv_task)
+        tasks[task.name] = task
+    return tasks
 
 
-def _actors(value: Any) -> tuple[int, int]:
-    items = value.split(",") if isinstance(value, str) else value if isinstance(value, (list, tuple)) else [value]
-    try:
-        parts = [int(v) for v in items]
-    except (TypeError, ValueError):
-        raise SpecError(f"actors must be N or MIN,MAX (whole numbers), got {value!r}") from None
-    if len(parts) == 1:
-        parts = parts * 2
-    if len(parts) != 2 or not 1 <= parts[0] <= parts[1]:
-        raise SpecError(f"actors must be N or MIN,MAX with 1 <= MIN <= MAX, got {value!r}")
-    return parts[0], parts[1]
+def task_options(tasks: dict[str, type[Task]]) -> dict[str, tuple[Option, list[str]]]:
+    """Option name → (its declaration, the tasks that declare it).  Two tasks may share an
+    option (say ``--top-k``) only with the same flag."""
+    found: dict[str, tuple[Option, list[str]]] = {}
+    for name, task in sorted(tasks.items()):
+        for option in task.options:
+            if option.name in found:
+                first, owners = found[option.name]
+                if dict(first.flag) != dict(option.flag):
+                    raise RuntimeError(f"tasks {owners[0]} and {name} declare {option.flag_name} differently")
+                owners.append(name)
+            else:
+                found[option.name] = (option, [name])
+    clashes = sorted(set(found) & {o.name for o in GENERAL + PLACEMENT})
+    if clashes:
+        raise RuntimeError(f"task option(s) {', '.join(clashes)} clash with the job's own settings")
+    return found
 
 
-def _json_dict(value: Any) -> dict:
-    if isinstance(value, str):
-        try:
-            value = json.loads(value)
-        except json.JSONDecodeError as err:
-            raise SpecError(f"storage options must be a JSON object, got {value!r} ({err})") from None
-    if not isinstance(value, dict):
-        raise SpecError(f"storage options must be a JSON object (a mapping), got {value!r}")
-    return value
-
-
-def _choice(choices: tuple[str, ...]):
-    def parse(value: Any) -> str:
-        if value not in choices:
-            raise SpecError(f"expected one of {', '.join(choices)}, got {value!r}")
-        return value
-    return parse
-
-
-def _positive(kind: type):
-    def parse(value: Any) -> Any:
-        try:
-            number = kind(value)
-        except (TypeError, ValueError):
-            raise SpecError(f"expected a {kind.__name__}, got {value!r}") from None
-        if number <= 0 or (kind is int and isinstance(value, float) and value != number):
-            raise SpecError(f"expected a positive {kind.__name__}, got {value!r}")
-        return number
-    return parse
-
-
-def _non_negative_float(value: Any) -> float:
-    try:
-        number = float(value)
-    except (TypeError, ValueError):
-        raise SpecError(f"expected a number, got {value!r}") from None
-    if number < 0:
-        raise SpecError(f"expected a number >= 0, got {value!r}")
-    return number
-
-
-def _bool(value: Any) -> bool:
-    if isinstance(value, bool):
-        return value
-    raise SpecError(f"expected true or false, got {value!r}")
-
-
-def _str(value: Any) -> str:
-    if not isinstance(value, str) or not value:
-        raise SpecError(f"expected a non-empty string, got {value!r}")
-    return value
-
-
-# name → (argparse kwargs, value parser). The help texts are the settings' documentation.
-OPTIONS: dict[str, tuple[dict[str, Any], Any]] = {
-    "task": ({"choices": TASKS, "help": "embed: sentence embeddings; classify: sequence-classification labels and scores (default: embed)"}, _choice(TASKS)),
-    "model": ({"metavar": "REF", "help": "model directory, file or fsspec URL (s3://bucket/model/); default: the packaged all-MiniLM-L6-v2 (demo)"}, _str),
-    "input": ({"metavar": "URL", "action": "append", "help": "Parquet input: a file, a directory/prefix (searched recursively), a glob, or a comma-separated list; repeatable (default: data/sample, created if missing: the demo)"}, _inputs),
-    "output": ({"metavar": "URL", "help": "output directory URL, not inside an input; one Parquet file per input shard, each committed with a record in _commits/, then _manifest.json and _SUCCESS. A rerun resumes: committed files are skipped (default: demo_output)"}, _str),
-    "text_column": ({"metavar": "NAME", "help": "column holding the text (default: text)"}, _str),
-    "text_pair_column": ({"metavar": "NAME", "help": "second text of a pair (e.g. for cross-encoders / NLI classifiers)"}, _str),
-    "id_column": ({"metavar": "NAME", "help": "column copied to the output's 'id'; default: '<input file>#<row index>', stable across reruns"}, _str),
-    "keep_columns": ({"metavar": "A,B", "help": "input columns copied to the output unchanged"}, _csv),
-    "pooling": ({"choices": POOLINGS, "help": "embed: how token states become one vector; default: the model's sentence-transformers 1_Pooling/config.json, else mean"}, _choice(POOLINGS)),
-    "normalize": ({"action": argparse.BooleanOptionalAction, "help": "embed: L2-normalise embeddings; default: on when the model's modules.json has a Normalize module"}, _bool),
-    "embedding_dtype": ({"choices": EMBEDDING_DTYPES, "help": "embed: value type of the embedding column (default: float32)"}, _choice(EMBEDDING_DTYPES)),
-    "return_probs": ({"action": argparse.BooleanOptionalAction, "help": "classify: also write 'probs', every label's probability"}, _bool),
-    "max_length": ({"metavar": "N", "help": "truncate inputs to N tokens; default: the model's limit (sentence_bert_config.json max_seq_length, else the tokenizer's / position table's)"}, _positive(int)),
-    "dtype": ({"choices": DTYPES, "help": "model weights' dtype; auto = float16 on GPU, float32 on CPU (default: auto)"}, _choice(DTYPES)),
-    "batch_size": ({"metavar": "N", "help": "most rows in one model forward (default: 128 on CPU, 1024 on GPU)"}, _positive(int)),
-    "max_batch_tokens": ({"metavar": "N", "help": "most tokens in one model forward (rows x longest row); rows are sorted by length and cut by this budget (default: 2048 on CPU, where small forwards measured fastest, 65536 on GPU)"}, _positive(int)),
-    "num_gpus_per_actor": ({"metavar": "G", "help": "GPUs per model actor; default: 1 when the cluster has GPUs now, else 0 (CPU). Set 1 on autoscaling clusters that start without GPU nodes"}, _non_negative_float),
-    "cpus_per_actor": ({"metavar": "C", "help": "CPUs reserved per model actor; default: 1 with GPUs; on CPUs its threads, or less where the actors and a reserve for writing would not fit"}, _positive(float)),
-    "threads_per_actor": ({"metavar": "N", "help": "torch threads per model actor; default: 1 on CPUs (one single-threaded actor per CPU measured fastest), with GPUs its CPUs rounded up"}, _positive(int)),
-    "actors": ({"metavar": "MIN,MAX", "help": "model actor pool size, autoscaling between MIN and MAX (it starts at MAX); default: 1,<GPUs in the cluster> with GPUs, on CPUs 1,<CPUs / threads per actor> (capped so the weight copies fit in half the memory). Give MAX on autoscaling clusters"}, _actors),
-    "tokenize_pool": ({"action": argparse.BooleanOptionalAction, "help": "tokenize in a CPU actor pool of its own, handing token ids to the model actors; default: on with GPUs (tokenizing overlaps the GPU), off on CPUs (the model actors tokenize their own rows: no hand-off, no extra process)"}, _bool),
-    "stall_timeout": ({"metavar": "SECONDS", "help": "fail the job, naming what waits for which resource, when no row reaches the model and no file is committed for this long while work waits for resources Ray can't give (a plan that starves the read/write tasks of CPU, actors no node fits); no progress with nothing waiting (a slow model download, nodes the autoscaler is starting) is only logged (default: 300)"}, _positive(float)),
-    "max_rows_per_file": ({"metavar": "N", "help": "split input files with more rows into N-row work units and output files (default: 50000)"}, _positive(int)),
-    "on_bad_row": ({"choices": BAD_ROW_POLICIES, "help": "null / empty / non-string / non-UTF-8 text: 'error' stops the job naming file and row (default); 'flag' writes the row with a null output and an 'error' message. Text over the model's limit is truncated, never an error: the 'truncated' column marks it"}, _choice(BAD_ROW_POLICIES)),
-    "on_bad_shard": ({"choices": BAD_SHARD_POLICIES, "help": "an input file that can't be read (corrupt Parquet): 'error' stops the job naming it (default); 'skip' leaves its rows out and records it in the manifest and summary"}, _choice(BAD_SHARD_POLICIES)),
-    "overwrite": ({"action": argparse.BooleanOptionalAction, "help": "recompute every output file, even those a previous run of the same job committed, and allow replacing the output of a different job (other model or settings). Default: resume, skipping committed files; refuse to mix jobs"}, _bool),
-    "storage_options": ({"metavar": "JSON", "help": "fsspec options for input, output and model URLs, e.g. '{\"endpoint_url\": \"http://...\"}'; default: credentials and endpoint from the environment (AWS_*)"}, _json_dict),
-    "cache_dir": ({"metavar": "DIR", "help": "local model cache on every node; remote models are downloaded once per node (default: ~/.cache/autoinfer)"}, _str),
-    "ray_address": ({"metavar": "ADDR", "help": "Ray cluster to connect to: host:port, ray://host:port, or 'auto' (Ray's own discovery: the last `ray start` on this machine or a running local cluster); fails within 10 s naming the address when nothing answers there. Default: RAY_ADDRESS (set by `ray job submit`), else a fresh local Ray (never a cluster found through a leftover /tmp/ray/ray_current_cluster file)"}, _str),
-    "dashboard": ({"action": argparse.BooleanOptionalAction, "help": "start the Ray dashboard with the local Ray the job starts (default: off; its processes take CPU from the model on small machines). A cluster's own dashboard is unaffected"}, _bool),
-}
-
-
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(tasks: Optional[dict[str, type[Task]]] = None) -> argparse.ArgumentParser:
+    tasks = tasks if tasks is not None else task_classes()
     parser = argparse.ArgumentParser(
         prog="python -m jobs.infer",
         description="Batch inference on Ray: Parquet shards → tokenize → model actors → Parquet, _manifest.json, _SUCCESS. "
                     "With no arguments it runs the demo (packaged MiniLM, sample data in data/sample, output in demo_output/).",
+        epilog="TASKS: " + "; ".join(f"{name}: {task.help}" for name, task in sorted(tasks.items())),
     )
     parser.add_argument("--spec", metavar="FILE", help="YAML or JSON file with any of the settings below (keys with _ or -); flags override it")
-    for name, (kwargs, _) in OPTIONS.items():
-        # SUPPRESS: only flags actually given appear, so they override the spec file and nothing else.
-        parser.add_argument("--" + name.replace("_", "-"), dest=name, default=argparse.SUPPRESS, **kwargs)
+    groups = [(parser, GENERAL), (parser.add_argument_group("placement of the model actors"), PLACEMENT)]
+    for where, declared in groups:
+        for option in declared:
+            _add(where, option)
+    groups_by_owners: dict[tuple[str, ...], Any] = {}
+    for option, owners in task_options(tasks).values():
+        key = tuple(owners)
+        if key not in groups_by_owners:
+            groups_by_owners[key] = parser.add_argument_group(f"options of --task {' / '.join(owners)}")
+        _add(groups_by_owners[key], option)
     return parser
+
+
+def _add(where: Any, option: Option) -> None:
+    kwargs = option.argparse_kwargs()
+    kwargs["help"] = kwargs["help"].replace("{tasks}", ", ".join(builtin_names()))
+    # SUPPRESS: only flags actually given appear, so they override the spec file and nothing else.
+    where.add_argument(option.flag_name, dest=option.name, default=argparse.SUPPRESS, **kwargs)
 
 
 def parse_spec(argv: Optional[list[str]] = None) -> JobSpec:
     """Defaults, then the ``--spec`` file, then flags; every value checked."""
-    given = vars(build_parser().parse_args(argv))
-    values: dict[str, Any] = {}
-    spec_file = given.pop("spec", None)
-    if spec_file:
-        values.update(read_spec_file(Path(spec_file)))
+    first = argparse.ArgumentParser(add_help=False)
+    first.add_argument("--task")
+    first.add_argument("--spec")
+    known, _ = first.parse_known_args(argv)
+    values: dict[str, Any] = read_spec_file(Path(known.spec)) if known.spec else {}
+    given = vars(build_parser(task_classes(known.task or values.get("task"))).parse_args(argv))
+    given.pop("spec", None)
     for name, value in given.items():
         if name == "input":  # repeated --input flags, each possibly comma-separated
-            value = [item for flag in value for item in _csv(flag)]
+            value = [item for flag in value for item in parse.csv(flag)]
         values[name] = value
-    return make_spec(values, origin="command line" if not spec_file else f"{spec_file} / command line")
+    return make_spec(values, origin="command line" if not known.spec else f"{known.spec} / command line")
 
 
 def read_spec_file(path: Path) -> dict[str, Any]:
@@ -227,22 +218,46 @@ def read_spec_file(path: Path) -> dict[str, Any]:
         raise SpecError(f"The job spec {path} is not valid YAML/JSON: {err}") from None
     if not isinstance(data, dict):
         raise SpecError(f"The job spec {path} must be a mapping of setting: value, got {type(data).__name__}")
-    return {str(k).replace("-", "_"): v for k, v in data.items()}
+    flat: dict[str, Any] = {}
+    for key, value in data.items():
+        key = str(key).replace("-", "_")
+        if key in _GROUPS and isinstance(value, dict):  # the manifest's nested form reads back as a spec
+            flat.update({str(k).replace("-", "_"): v for k, v in value.items()})
+        else:
+            flat[key] = value
+    return flat
 
 
 def make_spec(values: dict[str, Any], origin: str = "spec") -> JobSpec:
-    unknown = sorted(set(values) - set(OPTIONS))
-    if unknown:
-        raise SpecError(f"Unknown setting(s) {', '.join(unknown)} in the {origin}. Known: {', '.join(OPTIONS)}")
+    general = {o.name: o for o in GENERAL}
+    placement = {o.name: o for o in PLACEMENT}
+    task_name = values.get("task") or JobSpec.task
+    task = get_task(parse.text(task_name))
+    own = {o.name: o for o in task.options}
+    others = task_options(task_classes(task_name))
     parsed: dict[str, Any] = {}
+    placed: dict[str, Any] = {}
+    chosen: dict[str, Any] = {}
     for name, value in values.items():
         if value is None:
             continue
-        try:
-            parsed[name] = OPTIONS[name][1](value)
-        except SpecError as err:
-            raise SpecError(f"--{name.replace('_', '-')} ({origin}): {err}") from None
-    spec = JobSpec(**parsed)
+        if name in general:
+            parsed[name] = general[name].value(value, origin)
+        elif name in placement:
+            placed[name] = placement[name].value(value, origin)
+        elif name in own:
+            chosen[name] = own[name].value(value, origin)
+        elif name in others:
+            owners = others[name][1]
+            raise SpecError(f"{others[name][0].flag_name} ({origin}) applies to --task {' / '.join(owners)}, "
+                            f"not to --task {task.name}")
+        else:
+            known = [*general, *placement, *own]
+            raise SpecError(f"Unknown setting {name} in the {origin}. Settings of --task {task.name}: {', '.join(known)}")
+    parsed["task"] = task.name if ":" not in task_name else task_name
+    if parsed.get("text_pair_column") and not task.takes_pairs:
+        raise SpecError(f"--task {task.name} takes single texts, not pairs: drop --text-pair-column ({origin})")
+    spec = JobSpec(**parsed, placement=Placement(**placed), task_options=chosen)
     _check_columns(spec)
     return spec
 
@@ -252,9 +267,18 @@ def _check_columns(spec: JobSpec) -> None:
     internal = [c for c in named if c and c.startswith("__")]
     if internal:
         raise SpecError(f"Column names starting with '__' are reserved for the job's own use: {', '.join(internal)}")
-    results = ["embedding"] if spec.task == "embed" else ["label", "label_id", "score", "probs"]
-    outputs = ["id", *spec.keep_columns, *results, TRUNCATED] + (["error"] if spec.on_bad_row == "flag" else [])
-    clashes = sorted({c for c in outputs if outputs.count(c) > 1})
+    if spec.id_column and spec.id_column in spec.keep_columns:
+        raise SpecError(f"--keep-columns names the id column {spec.id_column!r}: it is written once already, "
+                        "under its own name; drop it from --keep-columns")
+
+
+def output_columns(spec: JobSpec, results: list[str]) -> list[str]:
+    """The output's columns in order, refusing names written twice: the id column, the kept
+    columns, the task's ``results``, ``truncated`` and (flagging bad rows) ``error``."""
+    columns = [spec.id_output, *spec.keep_columns, *results, TRUNCATED] + ([ERROR] if spec.on_bad_row == "flag" else [])
+    clashes = sorted({c for c in columns if columns.count(c) > 1})
     if clashes:
-        raise SpecError(f"--keep-columns would write column(s) {', '.join(clashes)} twice (the output already has "
-                        f"{', '.join(['id', *results, TRUNCATED])}): rename them in the input or drop them from --keep-columns")
+        theirs = [spec.id_output, *results, TRUNCATED] + ([ERROR] if spec.on_bad_row == "flag" else [])
+        raise SpecError(f"The output would hold column(s) {', '.join(clashes)} twice (--task {spec.task} writes "
+                        f"{', '.join(theirs)}): rename them in the input or drop them from --keep-columns / --id-column")
+    return columns

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
@@ -14,36 +13,17 @@ import pytest
 from actors.common import ERROR, INPUT_IDS
 from actors.tokenize import Tokenize
 from jobs.plan import InputError, is_text_type, read_shard
-
-# Repeats, so dictionaries have fewer values than rows.
-TEXTS = ["the river carries water", "a quiet village", "the river carries water", "café au lait in the morning",
-         "old forests past the mountain", "a quiet village", "Ünïcödé text survives", "the river carries water"]
-PLAIN_TYPES = {"string": pa.string(), "large_string": pa.large_string(), "string_view": pa.string_view(),
-               "binary": pa.binary(), "large_binary": pa.large_binary(), "binary_view": pa.binary_view()}
-
-
-def _array(texts: list, kind: pa.DataType) -> pa.Array:
-    binary = pa.types.is_binary(kind) or pa.types.is_large_binary(kind) or pa.types.is_binary_view(kind)
-    return pa.array([t.encode() if binary and t is not None else t for t in texts], kind)
-
-
-def _columns() -> dict[str, pa.Array]:
-    """Name → the texts as a column of that type: each plain type, and each as a dictionary."""
-    columns = {name: _array(TEXTS, kind) for name, kind in PLAIN_TYPES.items()}
-    columns.update({f"dictionary<{name}>": _array(TEXTS, kind).dictionary_encode()
-                    for name, kind in PLAIN_TYPES.items()})
-    return columns
-
+from text_types_data import TEXTS, text_columns, write_inputs
 
 @pytest.fixture(scope="module")
 def tokenize(minilm: str) -> Tokenize:
     return Tokenize(minilm, text_column="text", max_length=64, on_bad_row="flag")
 
 
-@pytest.mark.parametrize("name", list(_columns()))
+@pytest.mark.parametrize("name", list(text_columns()))
 def test_every_text_type_gives_the_tokens_of_the_string_column(tokenize: Tokenize, name: str) -> None:
     expected = tokenize(pa.table({"text": TEXTS}))[INPUT_IDS].to_pylist()
-    out = tokenize(pa.table({"text": _columns()[name]}))
+    out = tokenize(pa.table({"text": text_columns()[name]}))
     assert out[INPUT_IDS].to_pylist() == expected
     assert out[ERROR].null_count == len(TEXTS)
 
@@ -65,20 +45,6 @@ def test_bad_rows_of_a_dictionary_column_are_named_like_plain_ones(tokenize: Tok
     assert errors[:5] == [None, "column 'text' is null", "column 'text' is null", "column 'text' is empty",
                           "column 'text' is not valid UTF-8 (invalid continuation byte at byte 0)"]
     assert errors[5] is None and out[INPUT_IDS][5] == out[INPUT_IDS][0]
-
-
-def write_inputs(directory: Path) -> dict[str, str]:
-    """One Parquet file per text type Parquet keeps (a dictionary of views it can't write), plus a
-    pandas `category` column; file name → the Arrow type the file's footer declares."""
-    directory.mkdir(parents=True)
-    ids = [f"row-{i}" for i in range(len(TEXTS))]
-    for name, column in _columns().items():
-        if name not in ("dictionary<string_view>", "dictionary<binary_view>"):
-            # Row groups of 3 rows: a dictionary column reads as several chunks, one dictionary each.
-            pq.write_table(pa.table({"id": ids, "text": column}), directory / f"{name}.parquet", row_group_size=3)
-    category = pd.DataFrame({"id": ids, "text": pd.Categorical(TEXTS)})
-    category.to_parquet(directory / "pandas_category.parquet", index=False)
-    return {p.name: str(pq.read_schema(p).field("text").type) for p in sorted(directory.glob("*.parquet"))}
 
 
 def test_the_plan_accepts_every_text_type_and_still_refuses_numbers(tmp_path: Path) -> None:

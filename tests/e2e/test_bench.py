@@ -7,9 +7,11 @@ from pathlib import Path
 
 import pytest
 
+from conftest import REPO
+
 pytest.importorskip("sentence_transformers")
 pytest.importorskip("matplotlib")
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "bench"))
+sys.path.insert(0, str(REPO / "bench"))
 
 import model_bench  # noqa: E402
 import plot  # noqa: E402

@@ -68,7 +68,9 @@ def test_s3_in_s3_out_equals_the_model_called_directly(s3_server, minilm: str, t
     assert stored["summary"]["rows"] == 75 and stored["model"]["weights_digest"] == manifest["model"]["weights_digest"]
     assert stored["resources"]["fused_tokenize"] is False  # --tokenize-pool: the GPU clusters' layout, on CPUs
     assert stored["job"]["storage_options"]["secret"] == "***"
-    assert stored["model"]["pooling"] == "mean" and stored["model"]["normalize"] is True  # from the model's ST files
+    settings = stored["task"]["settings"]
+    assert settings["pooling"] == "mean" and settings["normalize"] is True  # from the model's ST files
+    assert stored["identity"]["pooling"] == "mean" and stored["identity"]["normalize"] is True
     reference = reference_embeddings(minilm, texts["part-0.parquet"] + texts["part-1.parquet"])
     tables = []
     for name, rows in texts.items():
@@ -164,7 +166,8 @@ def test_classification_job_on_text_pairs_equals_the_reference(tiny_classifier: 
                     "text_pair_column: lang\nreturn_probs: true\nactors: 1\n")
     manifest = job("--spec", str(spec))
     assert manifest["model"]["model_class"] == "BertForSequenceClassification"
-    assert manifest["model"]["labels"] == {0: "negative", 1: "neutral", 2: "positive"}
+    assert manifest["task"] == {"name": "classify", "settings": {"return_probs": True},
+                                "output_schema": "label: string\nlabel_id: int32\nscore: float\nprobs: fixed_size_list<item: float>[3]\n  child 0, item: float"}
     for name, rows in texts.items():
         table = pq.read_table(tmp_path / "out" / name)
         label_ids, probs = reference_predictions(tiny_classifier, rows, ["en"] * len(rows))

@@ -13,7 +13,7 @@ import pyarrow.parquet as pq
 import pytest
 import yaml
 
-REPO = Path(__file__).resolve().parent.parent
+from conftest import REPO
 
 
 def readme_command(after: str) -> str:

@@ -11,7 +11,7 @@ import pytest
 
 from jobs.infer import run_job
 from jobs.spec import parse_spec
-from test_text_types import write_inputs
+from text_types_data import write_inputs
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("ray_local")]
 

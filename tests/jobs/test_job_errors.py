@@ -99,12 +99,38 @@ def test_cli_reports_errors_and_exits_2(shards: Path, tmp_path: Path, minilm: st
     (["--actors", "3,1"], "1 <= MIN <= MAX"),
     (["--batch-size", "0"], "positive int"),
     (["--storage-options", "{not json"], "must be a JSON object"),
-    (["--keep-columns", "label", "--task", "classify"], "would write column(s) label twice"),
     (["--keep-columns", "__row"], "reserved for the job's own use"),
+    (["--keep-columns", "doc,body", "--id-column", "doc"], "names the id column 'doc'"),
+    (["--task", "classify", "--pooling", "cls"], "--pooling (command line) applies to --task embed, not to --task classify"),
+    (["--normalize", "--task", "classify"], "--normalize (command line) applies to --task embed"),
+    (["--task", "no-such-task"], "Unknown task 'no-such-task'. Known tasks: classify, embed"),
+    (["--task", "task_token_stats:TokenStatsTask", "--text-pair-column", "b"], "takes single texts, not pairs"),
 ])
 def test_bad_settings(argv: list[str], message: str) -> None:
     with pytest.raises(SpecError, match=message.replace("(", r"\(").replace(")", r"\)")):
         parse_spec(argv)
+
+
+def test_an_option_of_another_task_in_a_spec_file_names_both_tasks(tmp_path: Path) -> None:
+    spec = tmp_path / "job.yaml"
+    spec.write_text("task: classify\nreturn_probs: true\nembedding_dtype: float16\n")
+    with pytest.raises(SpecError, match=r"--embedding-dtype \(.*job.yaml / command line\) applies to --task embed, "
+                                        r"not to --task classify"):
+        parse_spec(["--spec", str(spec)])
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--keep-columns", "label", "--task", "classify"], "would hold column(s) label twice (--task classify writes id, "
+                                                        "label, label_id, score, truncated)"),
+    (["--keep-columns", "embedding"], "would hold column(s) embedding twice"),
+    (["--keep-columns", "id"], "would hold column(s) id twice"),
+])
+def test_output_column_clashes_are_refused_before_ray(argv: list[str], message: str, shards: Path, tmp_path: Path,
+                                                      minilm: str, tiny_classifier: Path, no_pipeline: None) -> None:
+    model = tiny_classifier if "classify" in argv else minilm
+    with pytest.raises(SpecError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        _run(["--model", str(model), "--input", str(shards), "--text-column", "body", "--output", str(tmp_path / "out"),
+              *argv])
 
 
 def test_bad_choice_is_an_argparse_error() -> None:
@@ -117,15 +143,27 @@ def test_spec_file_then_flags(tmp_path: Path) -> None:
     spec_file.write_text("task: classify\ninput: [s3://b/in/, s3://b/more/]\nkeep-columns: a,b\nactors: [2, 4]\n"
                          "batch_size: 16\nstorage_options: {endpoint_url: 'http://x', secret: s3cr3t}\n")
     spec = parse_spec(["--spec", str(spec_file), "--batch-size", "32", "--output", "s3://b/out"])
-    assert (spec.task, spec.input, spec.keep_columns, spec.actors, spec.batch_size) == (
+    assert (spec.task, spec.input, spec.keep_columns, spec.placement.actors, spec.batch_size) == (
         "classify", ["s3://b/in/", "s3://b/more/"], ["a", "b"], (2, 4), 32)
     assert spec.to_dict()["storage_options"] == {"endpoint_url": "http://x", "secret": "***"}
+
+
+def test_the_manifests_job_section_reads_back_as_a_spec(tmp_path: Path) -> None:
+    """Settings are grouped (placement, the task's options) in the manifest; a spec file may
+    use those groups too, so a manifest's job section reruns the job."""
+    spec = parse_spec(["--task", "embed", "--pooling", "cls", "--actors", "1,3", "--output", "o", "--input", "i"])
+    dumped = spec.to_dict()
+    assert dumped["placement"]["actors"] == [1, 3] and dumped["task_options"] == {"pooling": "cls"}
+    (tmp_path / "job.json").write_text(json.dumps(dumped))
+    again = parse_spec(["--spec", str(tmp_path / "job.json")])
+    assert again == spec
 
 
 def test_unknown_spec_key(tmp_path: Path) -> None:
     spec_file = tmp_path / "job.json"
     spec_file.write_text(json.dumps({"modle": "x"}))
-    with pytest.raises(SpecError, match=r"Unknown setting\(s\) modle"):
+    with pytest.raises(SpecError, match=r"Unknown setting modle in the .*job.json / command line. Settings of --task "
+                                        r"embed: task, model, input"):
         parse_spec(["--spec", str(spec_file)])
 
 
@@ -225,7 +263,8 @@ def test_a_pickle_carrying_code_is_refused_and_safetensors_preferred(tiny_classi
     state["evil"] = _Payload(marker)
     torch.save(state, model / "pytorch_model.bin")
     # Both formats: the safetensors file is the one used; the pickle is never opened.
-    resolved = resolve(make_spec({"model": str(model), "input": [str(shards)], "text_column": "body"}))
+    spec = make_spec({"model": str(model), "input": [str(shards)], "text_column": "body"})
+    resolved = resolve(spec, spec.make_task())
     assert resolved.weight_files == ["model.safetensors"]
     (model / "model.safetensors").unlink()
     with pytest.raises(ModelError, match=r"Refused to load .*pytorch_model\.bin: it is a pickle that needs code to run.*"

@@ -56,7 +56,7 @@ def check_plan(cluster: list[NodeShape], plan: Resources, weights: int = 0) -> l
 
 def plan_for(cluster: list[NodeShape], flags: Optional[dict] = None, weights: int = 0,
              units: Optional[int] = None) -> Resources:
-    return plan_resources(make_spec(flags or {}), cluster, weights, units)
+    return plan_resources(make_spec(flags or {}).placement, cluster, weights, units)
 
 
 def test_the_reported_hang_two_one_cpu_nodes() -> None:

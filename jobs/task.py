@@ -1,0 +1,118 @@
+"""What a task declares, and where the job finds tasks.
+
+A task (``jobs/tasks/<name>.py``, one class each) says everything the job needs to run it:
+the actor stage it runs (and through it the Auto class, i.e. the head, the model must have),
+its own options, the defaults it reads from the model, its output schema and what of its
+settings goes into the job identity.  jobs/ wires tasks together and never branches on one.
+
+Tasks are found three ways: the modules of ``jobs/tasks`` (discovered, imported on demand),
+tasks registered in-process with :func:`register`, and ``--task package.module:ClassName`` for
+a task class in any importable module (the user's own code: the job imports that module,
+and so must the Ray workers, e.g. through PYTHONPATH or the runtime env's working dir).
+"""
+from __future__ import annotations
+
+import importlib
+import pkgutil
+from typing import TYPE_CHECKING, Any, ClassVar, Mapping
+
+import pyarrow as pa
+
+from jobs.options import Option, SpecError
+
+if TYPE_CHECKING:
+    from jobs.model import ResolvedModel
+
+
+class Task:
+    """Base of every task; a subclass sets the class attributes and overrides what differs."""
+
+    name: ClassVar[str]
+    help: ClassVar[str]
+    # The actor stage class (actors/); its ``auto_class`` decides the head the model must have.
+    stage: ClassVar[type]
+    options: ClassVar[tuple[Option, ...]] = ()
+    # Whether --text-pair-column makes sense (pairs of texts in one sequence).
+    takes_pairs: ClassVar[bool] = True
+
+    def __init__(self, values: Mapping[str, Any]) -> None:
+        unknown = sorted(set(values) - {o.name for o in self.options})
+        if unknown:
+            raise SpecError(f"--task {self.name} has no option(s) {', '.join(unknown)}")
+        self.values = dict(values)  # the options given, parsed; the others take their defaults
+
+    def settings(self, model: "ResolvedModel") -> dict[str, Any]:
+        """Every option's value for this run: given, else read from the model (override
+        ``model_defaults``), else the option's default."""
+        defaults = {o.name: o.default for o in self.options}
+        defaults.update(self.model_defaults(model))
+        return {**defaults, **self.values}
+
+    def model_defaults(self, model: "ResolvedModel") -> dict[str, Any]:
+        """Defaults the model decides (e.g. pooling from its sentence-transformers files)."""
+        return {}
+
+    def output_schema(self, settings: Mapping[str, Any], model: "ResolvedModel") -> pa.Schema:
+        """The columns the stage adds, by name and type."""
+        raise NotImplementedError
+
+    def stage_kwargs(self, settings: Mapping[str, Any], model: "ResolvedModel") -> dict[str, Any]:
+        """The stage's own constructor arguments (the model stage's generic ones come from the job)."""
+        return dict(settings)
+
+    def identity(self, settings: Mapping[str, Any]) -> dict[str, Any]:
+        """The settings that decide what the output files hold (part of the job identity)."""
+        return {o.name: settings[o.name] for o in self.options if o.identity}
+
+
+_REGISTERED: dict[str, type[Task]] = {}
+
+
+def register(task: type[Task]) -> type[Task]:
+    """Make ``task`` available by its name in this process (tests, embedding applications)."""
+    _REGISTERED[task.name] = task
+    return task
+
+
+def builtin_names() -> list[str]:
+    import jobs.tasks
+
+    return sorted(m.name for m in pkgutil.iter_modules(jobs.tasks.__path__) if not m.name.startswith("_"))
+
+
+def known_tasks() -> dict[str, type[Task]]:
+    """Every task available by name: the built-in ones and those registered in this process."""
+    tasks = {name: _builtin(name) for name in builtin_names()}
+    tasks.update(_REGISTERED)
+    return tasks
+
+
+def get_task(name: str) -> type[Task]:
+    """The task class named ``name`` (a built-in or registered name, or ``module:Class``)."""
+    if name in _REGISTERED:
+        return _REGISTERED[name]
+    if ":" in name:
+        return _from_module(name)
+    if name in builtin_names():
+        return _builtin(name)
+    raise SpecError(f"Unknown task {name!r}. Known tasks: {', '.join(known_tasks())}; or give module:Class "
+                    "for a task of your own.")
+
+
+def _builtin(name: str) -> type[Task]:
+    module = importlib.import_module(f"jobs.tasks.{name}")
+    task = getattr(module, "TASK", None)
+    if not (isinstance(task, type) and issubclass(task, Task)) or task.name != name:
+        raise RuntimeError(f"jobs/tasks/{name}.py must define TASK, a Task subclass named {name!r}")
+    return task
+
+
+def _from_module(reference: str) -> type[Task]:
+    module_name, _, attribute = reference.partition(":")
+    try:
+        task = getattr(importlib.import_module(module_name), attribute)
+    except (ImportError, AttributeError) as err:
+        raise SpecError(f"--task {reference}: can't import it ({type(err).__name__}: {err})") from None
+    if not (isinstance(task, type) and issubclass(task, Task)):
+        raise SpecError(f"--task {reference} is not a jobs.task.Task subclass")
+    return task

@@ -1,0 +1,1 @@
+"""The job's tasks, one module each (``TASK``, a :class:`jobs.task.Task` subclass); see jobs/task.py."""
