@@ -1,5 +1,8 @@
 """CTRL × every head: parity with the reference, loading reports, batch invariance."""
-from model_harness import ModelCase, generic_tests
+import torch
+from model_harness import ModelCase, generic_tests, transformers
+
+import autoload
 
 # pad_token_id is set (0, the id the harness pads with, extra padding included): the sequence classifier
 # pools the last non-pad token and refuses batches without one.
@@ -22,3 +25,17 @@ CASES = [
 ]
 
 test_parity, test_loading_report, test_batch_invariance = generic_tests(CASES)
+
+
+def test_config_defaults_are_the_references() -> None:
+    ours, reference = autoload.AutoConfig.for_model("ctrl"), transformers.CTRLConfig()
+    for key in ("vocab_size", "n_positions", "n_embd", "dff", "n_layer", "n_head", "layer_norm_epsilon",
+                "max_position_embeddings", "hidden_size", "tie_word_embeddings", "pad_token_id"):
+        assert getattr(ours, key) == getattr(reference, key), key
+
+
+def test_positional_encoding_is_the_references() -> None:
+    from autoload.models.ctrl import positional_encoding
+
+    table = transformers.models.ctrl.modeling_ctrl.positional_encoding(50, 24, torch.float)
+    assert torch.equal(positional_encoding(torch.arange(50), 24), table)

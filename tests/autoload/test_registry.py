@@ -17,11 +17,12 @@ from autoload.registry import NotImplementedModelType
 
 transformers = pytest.importorskip("transformers")
 
-IMPLEMENTED = ["albert", "bert", "camembert", "distilbert", "electra", "gpt2", "roberta", "xlm-roberta"]
+IMPLEMENTED = ["albert", "bert", "camembert", "ctrl", "distilbert", "electra", "gpt2", "openai-gpt", "roberta",
+               "xlm-roberta"]
 # The seed's AutoTokenizer list, in its order.
 SEED_ORDER = ["t5", "distilbert", "albert", "camembert", "xlm-roberta", "roberta", "bert", "openai-gpt", "gpt2",
               "transfo-xl", "xlnet", "xlm", "ctrl", "electra"]
-PENDING = ["t5", "flaubert", "openai-gpt", "transfo-xl", "xlnet", "xlm", "ctrl"]
+PENDING = ["t5", "flaubert", "transfo-xl", "xlnet", "xlm"]
 NOT_IMPLEMENTED_MESSAGE = r"known seed model type, not implemented yet; supported: albert, bert, .*xlm-roberta"
 
 
@@ -123,7 +124,8 @@ def test_distilbert_takes_no_token_types():
 # The reference config class of each type, to check the length rule against a real forward.
 REFERENCE_CONFIGS = {"bert": "BertConfig", "roberta": "RobertaConfig", "xlm-roberta": "XLMRobertaConfig",
                      "camembert": "CamembertConfig", "distilbert": "DistilBertConfig", "albert": "AlbertConfig",
-                     "electra": "ElectraConfig", "gpt2": "GPT2Config"}
+                     "electra": "ElectraConfig", "gpt2": "GPT2Config", "openai-gpt": "OpenAIGPTConfig",
+                     "ctrl": "CTRLConfig"}
 TINY = dict(vocab_size=50, hidden_size=16, dim=16, num_hidden_layers=1, n_layers=1, num_attention_heads=2, n_heads=2,
             intermediate_size=32, hidden_dim=32, embedding_size=16, max_position_embeddings=24)
 

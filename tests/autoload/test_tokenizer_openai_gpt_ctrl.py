@@ -58,10 +58,8 @@ def _assert_same_decoding(ours, reference, texts: list[str]) -> None:
 # ---- OpenAI GPT ---------------------------------------------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def openai_gpt_files(tmp_path_factory) -> Path:
+def write_openai_gpt_files(directory: Path) -> None:
     """vocab.json + merges.txt as openai-gpt has them: lower-cased, BERT-split words, ``</w>`` word ends."""
-    directory = tmp_path_factory.mktemp("openai-gpt-files")
     trainer = tokenizers.Tokenizer(BPE(unk_token="<unk>", end_of_word_suffix="</w>"))
     trainer.normalizer = normalizers.BertNormalizer(lowercase=True)
     trainer.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
@@ -69,6 +67,12 @@ def openai_gpt_files(tmp_path_factory) -> Path:
                                                               end_of_word_suffix="</w>", show_progress=False))
     trainer.model.save(str(directory))
     assert (directory / "merges.txt").read_text().startswith("#version: 0.2\n")
+
+
+@pytest.fixture(scope="module")
+def openai_gpt_files(tmp_path_factory) -> Path:
+    directory = tmp_path_factory.mktemp("openai-gpt-files")
+    write_openai_gpt_files(directory)
     return directory
 
 
@@ -124,11 +128,9 @@ def _ctrl_token(internal: str) -> str:
     return internal[:-len("</w>")] if internal.endswith("</w>") else internal + "@@"
 
 
-@pytest.fixture(scope="module")
-def ctrl_files(tmp_path_factory) -> Path:
+def write_ctrl_files(directory: Path) -> None:
     """vocab.json (``hel@@``, ``lo``) + merges.txt (``l o</w>``) as CTRL has them, trained per
     whitespace-separated word."""
-    directory = tmp_path_factory.mktemp("ctrl-files")
     words = [word for text in TRAINING for word in re.findall(r"\S+", text)]
     trainer = tokenizers.Tokenizer(BPE(unk_token="<unk>", end_of_word_suffix="</w>"))
     trainer.train_from_iterator(words, trainers.BpeTrainer(vocab_size=600, special_tokens=["<unk>"],
@@ -139,6 +141,12 @@ def ctrl_files(tmp_path_factory) -> Path:
     merges = [m if isinstance(m, str) else " ".join(m) for m in model["merges"]]
     (directory / "vocab.json").write_text(json.dumps(vocab, ensure_ascii=False), encoding="utf-8")
     (directory / "merges.txt").write_text("\n".join(["#version: 0.2", *merges]) + "\n", encoding="utf-8")
+
+
+@pytest.fixture(scope="module")
+def ctrl_files(tmp_path_factory) -> Path:
+    directory = tmp_path_factory.mktemp("ctrl-files")
+    write_ctrl_files(directory)
     return directory
 
 
