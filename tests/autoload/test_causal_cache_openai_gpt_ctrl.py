@@ -59,3 +59,36 @@ def test_no_cache_unless_asked(case: ModelCase, tmp_path: Path) -> None:
     with torch.no_grad():
         assert ours(**inputs).past_key_values is None
         assert len(ours(**inputs, use_cache=True).past_key_values) == case.config["n_layer"]
+
+
+def _greedy(model, input_ids: torch.Tensor, attention_mask: torch.Tensor, steps: int) -> torch.Tensor:
+    """Greedy decoding with the cache: the prompt once, then one token per step, positions counting
+    real tokens only (left-padded prompts)."""
+    positions = (attention_mask.cumsum(1) - 1).clamp(min=0)
+    out = model(input_ids, attention_mask=attention_mask, position_ids=positions, use_cache=True)
+    ids, mask = input_ids, attention_mask
+    for _ in range(steps):
+        token = out.logits[:, -1].argmax(-1, keepdim=True)  # (B, 1)
+        ids, mask = torch.cat([ids, token], 1), torch.cat([mask, torch.ones_like(token)], 1)
+        out = model(token, attention_mask=mask, position_ids=positions[:, -1:] + 1, past_key_values=out.past_key_values,
+                    use_cache=True)
+        positions = torch.cat([positions, positions[:, -1:] + 1], 1)
+    return ids
+
+
+@pytest.mark.parametrize("case", [OPENAI_GPT_CASES[0], CTRL_CASES[1]], ids=lambda c: c.name)
+def test_greedy_decoding_with_the_cache_is_the_references_generate(case: ModelCase, tmp_path: Path) -> None:
+    reference = build_reference(case, case.heads["causal_lm"])
+    reference.save_pretrained(tmp_path)
+    ours = autoload.AutoModelForCausalLM.from_pretrained(tmp_path)
+    prompts = torch.randint(5, case.config["vocab_size"], (2, 5), generator=torch.Generator().manual_seed(4))
+    mask = torch.ones_like(prompts)
+    mask[1, :2] = 0  # the second prompt is left-padded
+    prompts = prompts.masked_fill(mask == 0, case.config["pad_token_id"])
+    with torch.no_grad():
+        got = _greedy(ours, prompts, mask, steps=8)
+        for row in range(2):  # the reference alone on each unpadded prompt
+            real = prompts[row:row + 1, mask[row].bool()]
+            expected = reference.generate(real, attention_mask=torch.ones_like(real), max_new_tokens=8,
+                                          do_sample=False, pad_token_id=case.config["pad_token_id"])
+            assert torch.equal(got[row, -expected.shape[1]:], expected[0]), row
