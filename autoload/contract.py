@@ -51,6 +51,9 @@ class ModelContract:
     rank: int
     padding_side: str = "right"
     max_length_rule: Callable[[Any], int] = max_position_embeddings
+    # An autoregressive language model (each token sees only those before it): what the score
+    # and generate tasks need; encoders with an optional causal head are not.
+    causal: bool = False
 
     def __post_init__(self) -> None:
         if self.padding_side not in PADDING_SIDES:

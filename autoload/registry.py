@@ -24,6 +24,7 @@ MODELS_PACKAGE = "autoload.models"
 BASE = "base"
 PRETRAINING = "pretraining"
 MASKED_LM = "masked_lm"
+WITH_LM_HEAD = "with_lm_head"  # the seed's AutoModelWithLMHead: masked LM for encoders, causal LM for decoders
 CAUSAL_LM = "causal_lm"
 SEQUENCE_CLASSIFICATION = "sequence_classification"
 QUESTION_ANSWERING = "question_answering"
@@ -47,12 +48,9 @@ class SeedType:
 NOT_IMPLEMENTED: tuple[SeedType, ...] = (
     SeedType("t5", 10, ("t5",), "T5Tokenizer"),
     SeedType("flaubert", 65, ("flaubert",), "FlaubertTokenizer"),
-    SeedType("openai-gpt", 80, ("openai-gpt", "openai_gpt"), "OpenAIGPTTokenizer"),
-    SeedType("gpt2", 90, ("gpt2",), "GPT2Tokenizer"),
     SeedType("transfo-xl", 100, ("transfo-xl", "transfo_xl"), "TransfoXLTokenizer"),
     SeedType("xlnet", 110, ("xlnet",), "XLNetTokenizer"),
     SeedType("xlm", 120, ("xlm",), "XLMTokenizer"),
-    SeedType("ctrl", 130, ("ctrl",), "CTRLTokenizer"),
 )
 
 

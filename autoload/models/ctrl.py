@@ -247,7 +247,7 @@ class CTRLForSequenceClassification(CTRLFlatHead, CTRLPreTrainedModel):
                 **kwargs) -> SequenceClassifierOutput:
         out = self.transformer(input_ids, attention_mask, token_type_ids, position_ids, **kwargs)
         hidden = out.last_hidden_state
-        last = last_token_index(input_ids, hidden.shape[:2], self.config.pad_token_id)  # (B,)
+        last = last_token_index(input_ids, hidden.shape[:2], self.config.pad_token_id, hidden.device)  # (B,)
         logits = self.classifier(hidden[torch.arange(hidden.shape[0], device=hidden.device), last])  # (B, num_labels)
         return SequenceClassifierOutput(logits, out.hidden_states, out.attentions)
 
@@ -257,6 +257,7 @@ class CTRLForSequenceClassification(CTRLFlatHead, CTRLPreTrainedModel):
 
 
 CONTRACT = ModelContract(
+    causal=True,
     model_type="ctrl",
     config_class=CTRLConfig,
     heads={

@@ -337,6 +337,7 @@ class GPT2ForQuestionAnswering(GPT2FlatHead, QuestionAnsweringHead, GPT2PreTrain
 
 
 CONTRACT = ModelContract(
+    causal=True,
     model_type="gpt2",
     config_class=GPT2Config,
     heads={

@@ -76,8 +76,8 @@ def past_length(past_key_values: Optional[PastKeyValues]) -> int:
     return 0 if past_key_values is None else past_key_values[0][0].shape[2]
 
 
-def last_token_index(input_ids: Optional[torch.Tensor], shape: tuple[int, int],
-                     pad_token_id: Optional[int]) -> torch.Tensor:
+def last_token_index(input_ids: Optional[torch.Tensor], shape: tuple[int, int], pad_token_id: Optional[int],
+                     device: torch.device) -> torch.Tensor:
     """(B,) position each causal sequence classifier pools, as the reference finds it: the last
     position whose id is not ``pad_token_id`` (either padding side), or the last position when
     there are no ids to look at; a batch needs ``pad_token_id``."""
@@ -86,7 +86,7 @@ def last_token_index(input_ids: Optional[torch.Tensor], shape: tuple[int, int],
         raise ValueError("Cannot handle batch sizes > 1 if no padding token is defined: set pad_token_id in the "
                          "config.")
     if pad_token_id is None or input_ids is None:
-        return torch.full((batch,), length - 1, dtype=torch.long)
+        return torch.full((batch,), length - 1, dtype=torch.long, device=device)
     real = (input_ids != pad_token_id).to(torch.int32)
     return (torch.arange(length, device=input_ids.device, dtype=torch.int32) * real).argmax(-1)
 
@@ -270,7 +270,7 @@ class OpenAIGPTForSequenceClassification(OpenAIGPTFlatHead, OpenAIGPTPreTrainedM
                 **kwargs) -> SequenceClassifierOutput:
         out = self.transformer(input_ids, attention_mask, token_type_ids, position_ids, **kwargs)
         hidden = out.last_hidden_state
-        last = last_token_index(input_ids, hidden.shape[:2], self.config.pad_token_id)  # (B,)
+        last = last_token_index(input_ids, hidden.shape[:2], self.config.pad_token_id, hidden.device)  # (B,)
         logits = self.score(hidden[torch.arange(hidden.shape[0], device=hidden.device), last])  # (B, num_labels)
         return SequenceClassifierOutput(logits, out.hidden_states, out.attentions)
 
@@ -280,6 +280,7 @@ class OpenAIGPTForSequenceClassification(OpenAIGPTFlatHead, OpenAIGPTPreTrainedM
 
 
 CONTRACT = ModelContract(
+    causal=True,
     model_type="openai-gpt",
     config_class=OpenAIGPTConfig,
     heads={

@@ -6,15 +6,17 @@ not used: families whose native files no recipe reads are refused with the suppo
 """
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Mapping, Optional
 
 import tokenizers
 from tokenizers import decoders, normalizers, pre_tokenizers, processors
-from tokenizers.models import BPE, WordPiece
+from tokenizers.models import BPE, WordLevel, WordPiece
 
 from .api import token_content
+from .ctrl import CTRLTokenizer
 from .files import BPE_FILES, WORDPIECE_FILES, Layout
 
 if TYPE_CHECKING:
@@ -47,6 +49,7 @@ class Recipe:
     prepare: Optional[Callable[[tokenizers.Tokenizer, dict[str, Any]], None]] = None
     finish: Optional[Callable[["Tokenizer", dict[str, Any]], None]] = None
     special_defaults: Mapping[str, str] = field(default_factory=dict)
+    api_class: Optional[type] = None  # a Tokenizer subclass, for a family with Python parts
 
     def applies_to(self, backend: tokenizers.Tokenizer) -> bool:
         return self.prepare is not None and type(backend.model).__name__ == self.rebuilds
@@ -106,11 +109,15 @@ def _build_byte_level_bpe(files: dict[str, Path], settings: dict[str, Any]) -> t
                                               continuing_subword_prefix="", end_of_word_suffix="", fuse_unk=False))
 
 
-def _prepare_roberta(backend: tokenizers.Tokenizer, settings: dict[str, Any]) -> None:
+def _prepare_byte_level(backend: tokenizers.Tokenizer, settings: dict[str, Any]) -> None:
     settings.setdefault("add_prefix_space", False)
-    settings.setdefault("trim_offsets", True)
     backend.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=settings["add_prefix_space"])
     backend.decoder = decoders.ByteLevel()
+
+
+def _prepare_roberta(backend: tokenizers.Tokenizer, settings: dict[str, Any]) -> None:
+    settings.setdefault("trim_offsets", True)
+    _prepare_byte_level(backend, settings)
 
 
 def _finish_roberta(tokenizer: "Tokenizer", settings: dict[str, Any]) -> None:
@@ -133,13 +140,80 @@ ROBERTA = Recipe(
 )
 
 
+# -- GPT-2: the same byte-level BPE, no special tokens around a text -----------------------------
+
+def _finish_gpt2(tokenizer: "Tokenizer", settings: dict[str, Any]) -> None:
+    # A saved tokenizer.json keeps its post-processor (the released one's ByteLevel, untrimmed
+    # offsets), as the reference does; built from vocab.json + merges.txt, the reference's is a
+    # template that adds nothing and types a pair's second text 1.
+    if tokenizer.backend.post_processor is None:
+        tokenizer.backend.post_processor = processors.TemplateProcessing(single="$A:0", pair="$A:0 $B:1")
+
+
+GPT2 = Recipe(
+    name="gpt2",
+    classes={"GPT2Tokenizer": WITHOUT_TYPES},
+    native=BPE_FILES, build=_build_byte_level_bpe, rebuilds="BPE",
+    prepare=_prepare_byte_level, finish=_finish_gpt2,
+    special_defaults={"bos_token": "<|endoftext|>", "eos_token": "<|endoftext|>", "unk_token": "<|endoftext|>"},
+)
+
+
+# -- OpenAI GPT: lower-cased BPE with </w> word ends, BERT's basic split, nothing around a text ----
+
+def _build_word_end_bpe(files: dict[str, Path], settings: dict[str, Any]) -> tokenizers.Tokenizer:
+    unk = token_content(settings.get("unk_token")) or "<unk>"
+    return tokenizers.Tokenizer(BPE.from_file(str(files["vocab.json"]), str(files["merges.txt"]), dropout=None,
+                                              continuing_subword_prefix="", end_of_word_suffix="</w>", fuse_unk=False,
+                                              unk_token=unk))
+
+
+def _prepare_openai_gpt(backend: tokenizers.Tokenizer, settings: dict[str, Any]) -> None:
+    # The reference (5.24) always sets these, whatever tokenizer_config.json says: it always lower-cases
+    # (and so strips accents) and splits like BERT's basic tokenizer (ftfy and spaCy are not used).
+    backend.normalizer = normalizers.BertNormalizer(lowercase=True)
+    backend.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    backend.decoder = decoders.BPEDecoder(suffix="</w>")
+
+
+OPENAI_GPT = Recipe(
+    name="openai-gpt",
+    classes={"OpenAIGPTTokenizer": WITHOUT_TYPES},
+    native=BPE_FILES, build=_build_word_end_bpe, rebuilds="BPE",
+    prepare=_prepare_openai_gpt, finish=_finish_gpt2,  # GPT-2's: the template adding nothing, unless saved
+    special_defaults={"unk_token": "<unk>"},
+)
+
+
+# -- CTRL: per-word BPE with @@ continuation marks, in Python (see .ctrl); nothing around a text --
+
+def _build_ctrl(files: dict[str, Path], settings: dict[str, Any]) -> tokenizers.Tokenizer:
+    settings["vocab_file"], settings["merges_file"] = str(files["vocab.json"]), str(files["merges.txt"])
+    vocab = json.loads(files["vocab.json"].read_text(encoding="utf-8"))
+    return tokenizers.Tokenizer(WordLevel(vocab, unk_token=token_content(settings.get("unk_token")) or "<unk>"))
+
+
+def _finish_ctrl(tokenizer: "Tokenizer", settings: dict[str, Any]) -> None:
+    # The reference adds no special tokens and, asked for token types, types both texts of a pair 0.
+    tokenizer.backend.post_processor = processors.TemplateProcessing(single="$A:0", pair="$A:0 $B:0")
+
+
+CTRL = Recipe(
+    name="ctrl",
+    classes={"CTRLTokenizer": WITHOUT_TYPES},
+    native=BPE_FILES, build=_build_ctrl, finish=_finish_ctrl, api_class=CTRLTokenizer,
+    special_defaults={"unk_token": "<unk>"},
+)
+
+
 # -- SentencePiece families: their native file is a .model; a saved tokenizer.json is used as is ---
 
 ALBERT = Recipe(name="albert", classes={"AlbertTokenizer": WITHOUT_TYPES})
 CAMEMBERT = Recipe(name="camembert", classes={"CamembertTokenizer": WITHOUT_TYPES})
 XLM_ROBERTA = Recipe(name="xlm-roberta", classes={"XLMRobertaTokenizer": WITHOUT_TYPES})
 
-RECIPES: dict[str, Recipe] = {r.name: r for r in (BERT, ROBERTA, ALBERT, CAMEMBERT, XLM_ROBERTA)}
+RECIPES: dict[str, Recipe] = {r.name: r for r in (BERT, ROBERTA, GPT2, OPENAI_GPT, CTRL, ALBERT, CAMEMBERT,
+                                                   XLM_ROBERTA)}
 
 
 def recipe_for_class(tokenizer_class: str) -> Optional[Recipe]:

@@ -1,4 +1,4 @@
-"""Generic architecture × head tests, shared by every ``tests/test_model_<arch>.py``.
+"""Generic architecture × head tests, shared by every ``tests/autoload/test_model_<arch>.py``.
 
 An architecture's test file lists ``ModelCase``s (a tiny reference config and the reference
 class for each of our heads) and binds the generic tests:
@@ -30,6 +30,7 @@ AUTO_CLASSES = {
     "base": autoload.AutoModel,
     "pretraining": autoload.AutoModelForPreTraining,
     "masked_lm": autoload.AutoModelForMaskedLM,
+    "with_lm_head": autoload.AutoModelWithLMHead,
     "causal_lm": autoload.AutoModelForCausalLM,
     "sequence_classification": autoload.AutoModelForSequenceClassification,
     "token_classification": autoload.AutoModelForTokenClassification,
@@ -46,6 +47,7 @@ class ModelCase:
     base_class: str = ""  # reference class of the bare body ("BertModel"); defaults to heads["base"]
     uses_token_types: bool = True
     input_kwargs: dict[str, Any] = field(default_factory=dict)
+    padding_side: str = "right"  # "left": pads first, and explicit positions counting real tokens only
 
     def reference_config(self, **overrides: Any):
         return getattr(transformers, self.config_class)(**{**self.config, **overrides})
@@ -73,16 +75,22 @@ def build_reference(case: ModelCase, class_name: str, seed: int = 0, **overrides
 
 
 def padded_batch(case: ModelCase, batch: int = 3, length: int = 9, seed: int = 1) -> dict[str, torch.Tensor]:
-    """Ids avoiding special ids below 5, rows of lengths length, length-3 and 2 (right padding)."""
+    """Ids avoiding special ids below 5, rows of lengths length, length-3 and 2, padded on the
+    case's side.  Left-padded rows get position ids counting their real tokens from 0 (what a
+    causal model's generate passes), so each row sits where it would alone."""
     generator = torch.Generator().manual_seed(seed)
     vocab = case.config["vocab_size"]
     input_ids = torch.randint(5, vocab, (batch, length), generator=generator)
     mask = torch.ones(batch, length, dtype=torch.long)
     mask[1, length - 3:] = 0
     mask[2, 2:] = 0
+    if case.padding_side == "left":
+        mask = mask.flip(1)
     pad = case.config.get("pad_token_id", 0) or 0
     input_ids = input_ids.masked_fill(mask == 0, pad)
     inputs = {"input_ids": input_ids, "attention_mask": mask}
+    if case.padding_side == "left":
+        inputs["position_ids"] = (mask.cumsum(1) - 1).clamp(min=0)
     if case.uses_token_types:
         token_types = torch.zeros_like(input_ids)
         token_types[:, length // 2:] = 1
@@ -117,9 +125,11 @@ def check_parity(case: ModelCase, head: str, tmp_path: Path) -> None:
         got = ours(**inputs, **case.input_kwargs, output_hidden_states=True, output_attentions=True)
     assert_outputs_close(got, expected)
 
-    # Our save_pretrained → the reference loads it and computes the same.
+    # Our save_pretrained → the reference loads it and computes the same (with the eager attention
+    # compared above: its SDPA path differs from it at left-padding positions, which see no key).
     ours.save_pretrained(tmp_path / "ours")
-    reloaded = getattr(transformers, case.heads[head]).from_pretrained(tmp_path / "ours").eval()
+    reloaded = getattr(transformers, case.heads[head]).from_pretrained(tmp_path / "ours",
+                                                                       attn_implementation="eager").eval()
     with torch.no_grad():
         again = reloaded(**inputs, **case.input_kwargs)
     for key in got.keys():
@@ -179,18 +189,20 @@ def check_batch_invariance(case: ModelCase, head: str, tmp_path: Path) -> None:
     model = AUTO_CLASSES[head].from_pretrained(tmp_path)
     inputs = padded_batch(case)
     lengths = inputs["attention_mask"].sum(1).tolist()
+    left = case.padding_side == "left"
     with torch.no_grad():
         batched = model(**inputs, **case.input_kwargs)
-        extra = {k: torch.nn.functional.pad(v, (0, 4), value=0) for k, v in inputs.items()}
+        extra = {k: torch.nn.functional.pad(v, (4, 0) if left else (0, 4), value=0) for k, v in inputs.items()}
         extra_out = model(**extra, **case.input_kwargs)
         for row, length in enumerate(lengths):
-            alone = model(**{k: v[row:row + 1, :length] for k, v in inputs.items()}, **case.input_kwargs)
+            real = slice(-length, None) if left else slice(0, length)
+            alone = model(**{k: v[row:row + 1, real] for k, v in inputs.items()}, **case.input_kwargs)
             for key in alone.keys():
                 if key in ("hidden_states", "attentions"):
                     continue
                 one, many, padded_more = alone[key][0], batched[key][row], extra_out[key][row]
                 if alone[key].dim() >= 2 and alone[key].shape[1] == length:  # per-token output
-                    many, padded_more = many[:length], padded_more[:length]
+                    many, padded_more = many[real], padded_more[real]
                 torch.testing.assert_close(many, one, atol=ATOL, rtol=RTOL, msg=lambda m: f"row {row} {key}: {m}")
                 torch.testing.assert_close(padded_more, one, atol=ATOL, rtol=RTOL)
 

@@ -13,8 +13,11 @@ import torch
 from model_harness import ATOL, RTOL, AUTO_CLASSES, ModelCase, build_reference
 from test_model_albert import CASES as ALBERT_CASES
 from test_model_bert import CASES as BERT_CASES
+from test_model_ctrl import CASES as CTRL_CASES
 from test_model_distilbert import CASES as DISTILBERT_CASES
 from test_model_electra import CASES as ELECTRA_CASES
+from test_model_openai_gpt import CASES as OPENAI_GPT_CASES
+from test_model_gpt2 import CASES as GPT2_CASES
 from test_model_roberta import CASES as ROBERTA_CASES
 
 from actors.common import INPUT_IDS, PADDED, TOKENS, flat_rows
@@ -25,9 +28,10 @@ from autoload import registry
 from autoload.modeling import Segments, pool_segments
 
 # Every case of every architecture: BERT, RoBERTa / XLM-RoBERTa / CamemBERT, DistilBERT,
-# ELECTRA, ALBERT, with their variants (decoder masks, projected embeddings, pad ids, layer
-# groups, ...).
-CASES = BERT_CASES + ROBERTA_CASES + DISTILBERT_CASES + ELECTRA_CASES + ALBERT_CASES
+# ELECTRA, ALBERT, GPT-2, OpenAI GPT and CTRL (causal), with their variants (decoder masks, projected embeddings, pad
+# ids, layer groups, attention scales, ...).
+CASES = (BERT_CASES + ROBERTA_CASES + DISTILBERT_CASES + ELECTRA_CASES + ALBERT_CASES + GPT2_CASES + OPENAI_GPT_CASES
+         + CTRL_CASES)
 # Ragged, with single-token rows and a tie for the longest.
 LENGTHS = [1, 7, 3, 12, 1, 9, 12]
 
