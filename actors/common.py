@@ -23,6 +23,8 @@ ROW = "__row"
 INPUT_IDS = "__input_ids"
 TOKEN_TYPE_IDS = "__token_type_ids"
 TOKENS = "__tokens"
+# With text pairs, when asked: where the second text starts (tokens of the first, specials included).
+PROMPT_TOKENS = "__prompt_tokens"
 # Added by the model stage: padded length of the forward that ran the row (for the padding ratio).
 PADDED = "__padded"
 # Busy seconds of a stage, spread evenly over the rows of the batch it ran (sums stay exact).

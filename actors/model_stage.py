@@ -125,12 +125,12 @@ class Results:
         return np.bincount(self.sequences.row, weights=self.sequences.lengths, minlength=self.num_rows).astype(np.int64)
 
     def per_row(self, name: str, shape: tuple[int, ...] = ()) -> np.ndarray:
-        """(rows, *shape) float32 of a per-sequence output for stages that run one sequence per
-        row; rows with an error (and every row, when none ran) hold zeros: the columns mark
-        them null."""
-        out = np.zeros((self.num_rows, *shape), dtype=np.float32)
+        """(rows, *shape) of a per-sequence output (its dtype; float32 when nothing ran) for
+        stages that run one sequence per row; rows with an error (and every row, when none
+        ran) hold zeros: the columns mark them null."""
         if name not in self.per_sequence:
-            return out
+            return np.zeros((self.num_rows, *shape), dtype=np.float32)
+        out = np.zeros((self.num_rows, *shape), dtype=self.per_sequence[name].dtype)
         if len(np.unique(self.sequences.row)) != len(self.sequences):
             raise ValueError(f"{name}: rows ran as several sequences; collapse them by Results.sequences.row")
         out[self.sequences.row] = self.per_sequence[name]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import Optional, Sequence, Union
+from typing import Any, Optional, Sequence, Union
 
 import numpy as np
 import pyarrow as pa
@@ -17,6 +17,7 @@ from .common import (
     BAD_ROW_POLICIES,
     ERROR,
     INPUT_IDS,
+    PROMPT_TOKENS,
     ROW,
     SECONDS,
     SOURCE,
@@ -62,6 +63,7 @@ class Tokenize:
         drop_columns: Sequence[str] = (),
         storage_options: Optional[dict] = None,
         cache_dir: Optional[str] = None,
+        prompt_boundary: bool = False,
     ) -> None:
         if on_bad_row not in BAD_ROW_POLICIES:
             raise ValueError(f"on_bad_row must be one of {BAD_ROW_POLICIES}, got {on_bad_row!r}")
@@ -75,6 +77,8 @@ class Tokenize:
         self.on_bad_row = on_bad_row
         self.drop_columns = list(drop_columns)
         self.max_chars = _CHARS_PER_TOKEN * max_length
+        # Pairs as prompt + continuation (the score task): mark where the second text starts.
+        self.prompt_boundary = prompt_boundary and text_pair_column is not None
 
     def __call__(self, table: pa.Table) -> pa.Table:
         started = time.perf_counter()
@@ -107,6 +111,8 @@ class Tokenize:
         table = table.append_column(TRUNCATED, pa.array(cut))
         if self.text_pair_column is not None and TOKEN_TYPE_INPUT in self.input_names:
             table = table.append_column(TOKEN_TYPE_IDS, _list_column(slots, "type_ids", pa.int8()))
+        if self.prompt_boundary:
+            table = table.append_column(PROMPT_TOKENS, pa.array([_second_start(e) for e in slots], type=pa.int32()))
         if self.on_bad_row == "flag":
             table = table.append_column(ERROR, pa.array([p or None for p in problems], type=pa.string()))
         if self.drop_columns:
@@ -161,6 +167,15 @@ def _dictionary_texts(data: Union[pa.Array, pa.ChunkedArray], column: str) -> tu
             texts.append(None if index is None else values[index])
             problems.append(f"column {column!r} is null" if index is None else value_problems[index])
     return texts, problems
+
+
+def _second_start(encoding: Any) -> int:
+    """Index of the first token of a pair's second text (its length when the second is empty
+    or cut away; 0 for a row without an encoding)."""
+    if encoding is None:
+        return 0
+    ids = encoding.sequence_ids
+    return next((i for i, s in enumerate(ids) if s == 1), len(ids))
 
 
 def _problem(text: Optional[str], column: str) -> str:

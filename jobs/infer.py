@@ -110,7 +110,8 @@ def run_job(spec: JobSpec) -> dict[str, Any]:
         stage_kwargs = _model_stage(spec, model, resources, task, settings)
         try:
             stats, actor_nodes = pipeline.run(spec, work, todo, job, task.stage, stage_kwargs,
-                                              _tokenize_stage(spec, model), schema.names, resources)
+                                              _tokenize_stage(spec, model, task.tokenize_kwargs(settings, model)),
+                                              schema.names, resources)
         except Exception as err:
             _raise_clearly(err)
     elif work.units:
@@ -273,12 +274,13 @@ def _check_answers(target: str, address: str, source: str) -> None:
                    "fix the address; leave both --ray-address and RAY_ADDRESS unset to run on a fresh local Ray.")
 
 
-def _tokenize_stage(spec: JobSpec, model: ResolvedModel) -> dict[str, Any]:
+def _tokenize_stage(spec: JobSpec, model: ResolvedModel, task_kwargs: dict[str, Any]) -> dict[str, Any]:
+    """The tokenize stage's arguments: the job's, then what the task changes."""
     return {"model": model.reference, "text_column": spec.text_column, "text_pair_column": spec.text_pair_column,
             "max_length": model.max_length, "on_bad_row": spec.on_bad_row,
             "drop_columns": [c for c in (spec.text_column, spec.text_pair_column)
                              if c and c not in (spec.id_column, *spec.keep_columns)],
-            "storage_options": spec.storage_options, "cache_dir": spec.cache_dir}
+            "storage_options": spec.storage_options, "cache_dir": spec.cache_dir, **task_kwargs}
 
 
 def _model_stage(spec: JobSpec, model: ResolvedModel, resources: placement.Resources, task: Task,

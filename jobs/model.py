@@ -78,8 +78,9 @@ def default_model() -> str:
 def resolve(spec: JobSpec, task: Task) -> ResolvedModel:
     """The model for ``task``: its config, tokenizer and weights checked, without loading it.
 
-    Fails (:class:`ModelError`) when the model type has no head for the task, or the
-    checkpoint lacks the trained weights of the head the task's stage uses."""
+    Fails (:class:`ModelError`) when the task can't run on the architecture, the model type
+    has no head for the task, or the checkpoint lacks the trained weights of the head the
+    task's stage uses."""
     reference = spec.model or default_model()
     shown = redact_text(reference)
     fetch = {"storage_options": spec.storage_options, "cache_dir": spec.cache_dir}
@@ -87,6 +88,9 @@ def resolve(spec: JobSpec, task: Task) -> ResolvedModel:
     try:
         source = open_source(reference, FetchOptions.pop_from(dict(fetch)))
         config = AutoConfig.from_pretrained(reference, **fetch)
+        unfit = task.unfit(registry.contract(config.model_type))
+        if unfit:
+            raise ModelError(f"--task {task.name} can't run on {shown}: {unfit}")
         model_class = stage.auto_class.model_class(config)
         tokenizer = AutoTokenizer.from_pretrained(reference, **fetch)
         files = weight_files(source)

@@ -105,6 +105,13 @@ def positive(kind: type) -> Callable[[Any], Any]:
     return parse
 
 
+def whole(value: Any) -> int:
+    """A whole number >= 0 (0 often meaning "off")."""
+    if isinstance(value, bool) or not (isinstance(value, int) or (isinstance(value, str) and value.strip().isdigit())):
+        raise SpecError(f"expected a whole number >= 0, got {value!r}")
+    return int(value)
+
+
 def non_negative_float(value: Any) -> float:
     try:
         number = float(value)

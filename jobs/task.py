@@ -14,10 +14,11 @@ from __future__ import annotations
 
 import importlib
 import pkgutil
-from typing import TYPE_CHECKING, Any, ClassVar, Mapping
+from typing import TYPE_CHECKING, Any, ClassVar, Mapping, Optional
 
 import pyarrow as pa
 
+from autoload.contract import ModelContract
 from jobs.options import Option, SpecError
 
 if TYPE_CHECKING:
@@ -41,6 +42,10 @@ class Task:
             raise SpecError(f"--task {self.name} has no option(s) {', '.join(unknown)}")
         self.values = dict(values)  # the options given, parsed; the others take their defaults
 
+    def unfit(self, contract: ModelContract) -> Optional[str]:
+        """Why the task can't run on this architecture (checked before anything loads), or None."""
+        return None
+
     def settings(self, model: "ResolvedModel") -> dict[str, Any]:
         """Every option's value for this run: given, else read from the model (override
         ``model_defaults``), else the option's default."""
@@ -56,6 +61,10 @@ class Task:
         """The columns the stage adds, by name and type."""
         raise NotImplementedError
 
+    def tokenize_kwargs(self, settings: Mapping[str, Any], model: "ResolvedModel") -> dict[str, Any]:
+        """What the task changes in the tokenize stage (e.g. a longer cap for texts it windows)."""
+        return {}
+
     def stage_kwargs(self, settings: Mapping[str, Any], model: "ResolvedModel") -> dict[str, Any]:
         """The stage's own constructor arguments (the model stage's generic ones come from the job)."""
         return dict(settings)
@@ -63,6 +72,16 @@ class Task:
     def identity(self, settings: Mapping[str, Any]) -> dict[str, Any]:
         """The settings that decide what the output files hold (part of the job identity)."""
         return {o.name: settings[o.name] for o in self.options if o.identity}
+
+
+class CausalLMTask(Task):
+    """A task that needs an autoregressive language model (score, generate)."""
+
+    def unfit(self, contract: ModelContract) -> Optional[str]:
+        if contract.causal:
+            return None
+        return (f"it needs a causal language model, and {contract.model_type} is an encoder (its causal-LM head, "
+                "where it has one, is not what it was trained as); use a GPT-style model (gpt2, openai-gpt, ctrl)")
 
 
 _REGISTERED: dict[str, type[Task]] = {}

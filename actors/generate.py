@@ -1,0 +1,195 @@
+"""Generate stage: continue each row's prompt with a causal language model.
+
+Per row: ``generated_text``, ``generated_tokens`` (tokens the model produced, an EOS included)
+and ``finish_reason``: ``eos`` (the model ended), ``stop`` (a ``stop`` string appeared: the
+text ends before it) or ``length`` (``max_new_tokens`` reached).
+
+Prompts of a micro-batch are left-padded, run once through the model (prefill), then decoded
+one token per step with the KV cache; a row that finishes leaves the batch (its cache rows
+are dropped), so long rows don't keep short ones' compute busy.  Greedy by default; with
+``do_sample``, temperature / top-k / top-p sampling from a generator seeded per row from the
+job's seed and the row's id (source file and row), so a retried or resumed unit writes the
+same text whatever its batch.
+"""
+from __future__ import annotations
+
+import hashlib
+from typing import Any, Optional, Sequence
+
+import numpy as np
+import pyarrow as pa
+import torch
+
+from autoload import AutoModelForCausalLM, AutoTokenizer
+
+from .common import INPUT_IDS, ROW, SOURCE, TOKENS, TRUNCATED, BadRowError
+from .model_stage import ModelStage, Results
+
+FINISH_REASONS = ("length", "eos", "stop")
+LONG_PROMPTS = ("error", "truncate")
+
+
+class Generate(ModelStage):
+    auto_class = AutoModelForCausalLM
+    checkpoint_kind = "causal language model"
+
+    def __init__(self, model: str, *, context: int, max_new_tokens: int, eos_token_id: Optional[int] = None,
+                 do_sample: bool = False, temperature: float = 1.0, top_k: int = 0, top_p: float = 1.0,
+                 seed: int = 0, stop: Sequence[str] = (), long_prompt: str = "error", **kwargs: Any) -> None:
+        if long_prompt not in LONG_PROMPTS:
+            raise ValueError(f"long_prompt must be one of {LONG_PROMPTS}, got {long_prompt!r}")
+        if max_new_tokens >= context:
+            raise ValueError(f"max_new_tokens ({max_new_tokens}) must be below the context ({context})")
+        self.context, self.max_new_tokens, self.eos_token_id = context, max_new_tokens, eos_token_id
+        self.do_sample, self.temperature, self.top_k, self.top_p = do_sample, temperature, top_k, top_p
+        self.seed, self.stop, self.long_prompt = seed, list(stop), long_prompt
+        super().__init__(model, **kwargs)
+        # Left padding needs positions and the cache: generation runs on the padded forward.
+        self.flat = False
+        self.tokenizer = AutoTokenizer.from_pretrained(model, storage_options=kwargs.get("storage_options") or {},
+                                                       cache_dir=kwargs.get("cache_dir"))
+
+    def __call__(self, table: pa.Table) -> pa.Table:
+        table = self._fit_prompts(table)
+        self._seeds = self._row_seeds(table)
+        return super().__call__(table)
+
+    def _fit_prompts(self, table: pa.Table) -> pa.Table:
+        """Prompts keep room for the new tokens: longer ones fail naming the row, or lose their
+        beginning (the end is what the continuation follows) and are marked ``truncated``."""
+        room = self.context - self.max_new_tokens
+        lengths = table[TOKENS].to_numpy()
+        long = np.flatnonzero(lengths > room)
+        if not len(long):
+            return table
+        if self.long_prompt == "error":
+            row = int(long[0])
+            where = (f"{table[SOURCE][row].as_py()} row {table[ROW][row].as_py()}"
+                     if SOURCE in table.column_names else f"row {row} of the batch")
+            raise BadRowError(f"{where}: a prompt of {int(lengths[row])} tokens leaves no room for --max-new-tokens "
+                              f"{self.max_new_tokens} in the model's context of {self.context}. Shorten the prompt, "
+                              "lower --max-new-tokens, or rerun with --long-prompt truncate (keeps its end).")
+        ids = table[INPUT_IDS].to_pylist()
+        cut = table[TRUNCATED].to_numpy(zero_copy_only=False).copy()
+        for row in long:
+            ids[row] = ids[row][-room:]
+            cut[row] = True
+        lengths = np.minimum(lengths, room)
+        for name, column in ((INPUT_IDS, pa.array(ids, type=pa.list_(pa.int32()))), (TOKENS, pa.array(lengths.astype(np.int32))),
+                             (TRUNCATED, pa.array(cut))):
+            table = table.set_column(table.schema.get_field_index(name), name, column)
+        return table
+
+    def _row_seeds(self, table: pa.Table) -> np.ndarray:
+        """A 63-bit seed per row from the job's seed and the row's identity (file and row)."""
+        if SOURCE not in table.column_names:
+            keys = [str(i) for i in range(table.num_rows)]
+        else:
+            keys = [f"{s}#{r}" for s, r in zip(table[SOURCE].to_pylist(), table[ROW].to_pylist())]
+        digests = [hashlib.sha256(f"{self.seed}:{key}".encode()).digest()[:8] for key in keys]
+        return np.array([int.from_bytes(d, "little") >> 1 for d in digests], dtype=np.int64)
+
+    # -- one micro-batch: prefill, then one token per step ----------------------------------
+    def forward(self, inputs: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        ids, mask = _left_align(inputs["input_ids"], inputs["attention_mask"])  # (B, T) each
+        batch = ids.shape[0]
+        out = torch.full((batch, self.max_new_tokens), -1, dtype=torch.long, device=ids.device)
+        finish = torch.zeros(batch, dtype=torch.long, device=ids.device)  # 0 = length
+        generators = self._generators(ids.device)
+        positions = (mask.cumsum(-1) - 1).clamp(min=0)
+        step = self.model(input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=True)
+        active = torch.arange(batch, device=ids.device)
+        for t in range(self.max_new_tokens):
+            chosen = self._choose(step.logits[:, -1].float(), [generators[i] for i in active.tolist()])  # (b,)
+            out[active, t] = chosen
+            ended = chosen == self.eos_token_id if self.eos_token_id is not None else torch.zeros_like(chosen, dtype=torch.bool)
+            finish[active[ended]] = FINISH_REASONS.index("eos")
+            keep = ~ended
+            if t == self.max_new_tokens - 1 or not bool(keep.any()):
+                break
+            cache = step.past_key_values
+            if not bool(keep.all()):  # finished rows leave the batch, with their cache
+                active, chosen, mask, positions = active[keep], chosen[keep], mask[keep], positions[keep]
+                cache = tuple((k[keep], v[keep]) for k, v in cache)
+            mask = torch.cat([mask, mask.new_ones(mask.shape[0], 1)], dim=1)
+            positions = positions[:, -1:] + 1
+            step = self.model(input_ids=chosen[:, None], attention_mask=mask, position_ids=positions,
+                              past_key_values=cache, use_cache=True)
+        return {"tokens": out, "finish": finish}
+
+    def _forward_group(self, group: np.ndarray, sequences: Any) -> tuple[dict[str, torch.Tensor], np.ndarray]:
+        self._batch_seeds = self._seeds[sequences.row[group]]  # the rows of this micro-batch, in its order
+        return super()._forward_group(group, sequences)
+
+    def _generators(self, device: torch.device) -> list[Optional[torch.Generator]]:
+        """One generator per row of the micro-batch, seeded from the row (none when greedy)."""
+        if not self.do_sample:
+            return [None] * len(self._batch_seeds)
+        generators = []
+        for seed in self._batch_seeds:
+            generator = torch.Generator(device=device)
+            generator.manual_seed(int(seed))
+            generators.append(generator)
+        return generators
+
+    def _choose(self, logits: torch.Tensor, generators: list[Optional[torch.Generator]]) -> torch.Tensor:
+        """(b, V) next-token logits → (b,) chosen ids: argmax, or a sample per row."""
+        if not self.do_sample:
+            return logits.argmax(-1)
+        logits = logits / max(self.temperature, 1e-6)
+        if self.top_k:
+            kth = logits.topk(min(self.top_k, logits.shape[-1]), dim=-1).values[:, -1:]
+            logits = logits.masked_fill(logits < kth, float("-inf"))
+        if self.top_p < 1.0:
+            ordered, order = logits.sort(dim=-1, descending=True)
+            cumulative = ordered.softmax(-1).cumsum(-1)
+            # Drop the tokens past the nucleus, always keeping the most likely one.
+            drop = cumulative - ordered.softmax(-1) > self.top_p
+            logits = logits.scatter(1, order, ordered.masked_fill(drop, float("-inf")))
+        probs = logits.softmax(-1)
+        return torch.stack([torch.multinomial(p, 1, generator=g)[0] for p, g in zip(probs, generators)])
+
+    def columns(self, results: Results) -> dict[str, pa.Array]:
+        tokens = results.per_row("tokens", (self.max_new_tokens,))
+        finish = results.per_row("finish")
+        texts: list[Optional[str]] = []
+        counts: list[Optional[int]] = []
+        reasons: list[Optional[str]] = []
+        for row in range(results.num_rows):
+            if not results.valid[row]:
+                texts.append(None), counts.append(None), reasons.append(None)
+                continue
+            ids = [int(t) for t in tokens[row] if t >= 0]
+            text, count, reason = self._finish(ids, FINISH_REASONS[int(finish[row])])
+            texts.append(text), counts.append(count), reasons.append(reason)
+        return {"generated_text": pa.array(texts, type=pa.string()),
+                "generated_tokens": pa.array(counts, type=pa.int32()),
+                "finish_reason": pa.array(reasons, type=pa.string())}
+
+    def _finish(self, ids: list[int], reason: str) -> tuple[str, int, str]:
+        """The row's text, token count and finish reason, ended before the first stop string."""
+        text = self._decode(ids)
+        found = [text.find(s) for s in self.stop if s in text]
+        if not found:
+            return text, len(ids), reason
+        # The fewest tokens whose text holds a stop string: the count the stop ended at.
+        low, high = 1, len(ids)
+        while low < high:
+            middle = (low + high) // 2
+            if any(s in self._decode(ids[:middle]) for s in self.stop):
+                high = middle
+            else:
+                low = middle + 1
+        return text[:min(found)], low, "stop"
+
+    def _decode(self, ids: list[int]) -> str:
+        return self.tokenizer.decode(ids, skip_special_tokens=True)
+
+
+def _left_align(ids: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Right-padded (B, T) ids and mask → left-padded: each row's tokens end at the last column,
+    where the next token is generated."""
+    width = ids.shape[1]
+    shift = width - mask.sum(1)  # (B,) pads per row
+    index = (torch.arange(width, device=ids.device)[None, :] - shift[:, None]) % width  # (B, T)
+    return ids.gather(1, index), mask.gather(1, index)

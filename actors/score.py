@@ -1,0 +1,131 @@
+"""Score stage: the log-likelihood of each row's text under a causal language model.
+
+Per row: ``logprob_sum`` (natural log), ``logprob_mean``, ``perplexity`` (exp of minus the
+mean) and ``scored_tokens``; optionally ``token_logprobs``, one per scored token.  With a
+prompt (text pairs), only the continuation's tokens are scored.
+
+A text longer than the model's context runs as several windows (the reference perplexity
+recipe): windows start every ``stride`` tokens, each is at most ``context`` tokens long, and
+each token is scored once, in the first window that reaches it, with at least ``context -
+stride`` tokens of left context.  The first token of a text has no left context: it is scored
+only after a BOS token (``add_bos``).
+"""
+from __future__ import annotations
+
+from typing import Any, Optional
+
+import numpy as np
+import pyarrow as pa
+import torch
+
+from autoload import AutoModelForCausalLM
+from autoload.modeling import Segments
+
+from .common import INPUT_IDS, PROMPT_TOKENS
+from .model_stage import ModelStage, Results, unpad
+
+# Tokens whose vocabulary logits are materialised at once: (chunk, V) floats, not (N, V).
+LOGIT_CHUNK = 512
+
+
+def windows(length: int, context: int, stride: int) -> list[tuple[int, int, int]]:
+    """(begin, end, first scored token) of each window over a text of ``length`` tokens, as the
+    reference perplexity recipe cuts them: no token is scored twice, and with ``stride <
+    context`` every token after the first is scored (without overlap, a window's first token
+    has no left context and is not)."""
+    cuts: list[tuple[int, int, int]] = []
+    previous_end = 0
+    for begin in range(0, max(length, 1), stride):
+        end = min(begin + context, length)
+        cuts.append((begin, end, max(previous_end, begin + 1)))
+        previous_end = end
+        if end == length:
+            break
+    return cuts
+
+
+class Score(ModelStage):
+    auto_class = AutoModelForCausalLM
+    checkpoint_kind = "causal language model"
+    per_token = ("next_logprob",)
+
+    def __init__(self, model: str, *, context: int, stride: Optional[int] = None, bos_token_id: Optional[int] = None,
+                 return_token_logprobs: bool = False, **kwargs: Any) -> None:
+        if stride is not None and not 0 < stride <= context:
+            raise ValueError(f"stride must be in 1..{context} (the context), got {stride}")
+        self.context = context
+        self.stride = stride or context
+        self.bos_token_id = bos_token_id
+        self.return_token_logprobs = return_token_logprobs
+        super().__init__(model, **kwargs)
+        # The body's states go through the LM head a chunk of tokens at a time (every causal LM
+        # here names its head lm_head), so no (tokens, vocabulary) logits array is ever whole.
+        self.body = getattr(self.model, self.model.base_model_prefix)
+        self.lm_head = self.model.lm_head
+
+    def __call__(self, table: pa.Table) -> pa.Table:
+        """Cut each row into its windows (sequences) before the shared machinery runs them."""
+        rows = table[INPUT_IDS].to_pylist()
+        if self.bos_token_id is not None:
+            rows = [[self.bos_token_id, *ids] if ids else ids for ids in rows]
+        prompts = (table[PROMPT_TOKENS].to_numpy() if PROMPT_TOKENS in table.column_names
+                   else np.zeros(table.num_rows, dtype=np.int64)) + (self.bos_token_id is not None)
+        self._cuts = [windows(len(ids), self.context, self.stride) if ids else [] for ids in rows]
+        self._prompts = prompts
+        nested = [[ids[begin:end] for begin, end, _ in cuts] for ids, cuts in zip(rows, self._cuts)]
+        table = table.set_column(table.schema.get_field_index(INPUT_IDS), INPUT_IDS,
+                                 pa.array(nested, type=pa.list_(pa.list_(pa.int32()))))
+        return super().__call__(table)
+
+    def forward(self, inputs: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        hidden = self.body(input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"]).last_hidden_state
+        mask = inputs["attention_mask"]
+        ids = inputs["input_ids"]
+        following = torch.cat([ids[:, 1:], ids[:, :1]], dim=1)  # (B, T): the token each position predicts
+        has_next = torch.cat([mask[:, 1:], torch.zeros_like(mask[:, :1])], dim=1).bool()
+        flat_hidden, flat_next, flat_has = unpad(hidden, mask), unpad(following, mask), unpad(has_next, mask)
+        return {"next_logprob": self._next_logprobs(flat_hidden, flat_next, flat_has)}
+
+    def forward_flat(self, input_ids: torch.Tensor, segments: Segments, **inputs: torch.Tensor) -> dict[str, torch.Tensor]:
+        hidden = self.body.forward_flat(input_ids, segments, **inputs)  # (N, H)
+        following = torch.roll(input_ids, -1)
+        has_next = torch.ones_like(input_ids, dtype=torch.bool)
+        has_next[segments.last] = False  # a sequence's last token predicts nothing within it
+        return {"next_logprob": self._next_logprobs(hidden, following, has_next)}
+
+    def _next_logprobs(self, hidden: torch.Tensor, following: torch.Tensor, has_next: torch.Tensor) -> torch.Tensor:
+        """(N, H) states, (N,) next ids → (N,) float32 log p(next token), 0 where there is none."""
+        out = torch.zeros(hidden.shape[0], dtype=torch.float32, device=hidden.device)
+        for start in range(0, hidden.shape[0], LOGIT_CHUNK):
+            chunk = slice(start, start + LOGIT_CHUNK)
+            logits = self.lm_head(hidden[chunk]).float()  # (chunk, V)
+            out[chunk] = logits.log_softmax(-1).gather(1, following[chunk, None].long()).squeeze(1)
+        return out.masked_fill(~has_next, 0.0)
+
+    def columns(self, results: Results) -> dict[str, pa.Array]:
+        sums = np.zeros(results.num_rows, dtype=np.float64)
+        counts = np.zeros(results.num_rows, dtype=np.int64)
+        per_row: list = [[] for _ in range(results.num_rows)]
+        seen = np.zeros(results.num_rows, dtype=np.int64)  # windows of the row handled so far
+        logprobs = results.per_token.get("next_logprob")
+        for sequence, row in enumerate(results.sequences.row):
+            begin, end, first = self._cuts[row][seen[row]]
+            seen[row] += 1
+            # Position j predicts token begin + j + 1; score the tokens from max(first, prompt) on.
+            lowest = max(first, int(self._prompts[row]))
+            values = logprobs[sequence][lowest - begin - 1:end - begin - 1]  # empty when nothing is scored here
+            sums[row] += float(np.sum(values, dtype=np.float64))
+            counts[row] += len(values)
+            per_row[row].extend(np.asarray(values, dtype=np.float32).tolist())
+        nulls = ~results.valid | (counts == 0)
+        mean = np.divide(sums, counts, out=np.zeros_like(sums), where=counts > 0)
+        columns = {
+            "logprob_sum": pa.array(sums, mask=nulls),
+            "logprob_mean": pa.array(mean, mask=nulls),
+            "perplexity": pa.array(np.exp(-mean), mask=nulls),
+            "scored_tokens": pa.array(counts.astype(np.int32), mask=~results.valid),
+        }
+        if self.return_token_logprobs:
+            columns["token_logprobs"] = pa.array([p if ok else None for p, ok in zip(per_row, results.valid)],
+                                                 type=pa.list_(pa.float32()))
+        return columns
