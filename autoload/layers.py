@@ -197,3 +197,19 @@ class QuestionAnsweringHead:
     def question_answering_output(self, out: BaseModelOutput) -> QuestionAnsweringModelOutput:
         start, end = self.qa_outputs(self.dropout(out.last_hidden_state)).split(1, dim=-1)  # (B, T, 1) each
         return QuestionAnsweringModelOutput(start.squeeze(-1), end.squeeze(-1), out.hidden_states, out.attentions)
+
+
+# -- decoders ---------------------------------------------------------------------------------
+def last_token_index(input_ids: Optional[torch.Tensor], shape: tuple[int, int], pad_token_id: Optional[int],
+                     device: torch.device) -> torch.Tensor:
+    """(B,) position each causal sequence classifier pools, as the reference finds it: the last
+    position whose id is not ``pad_token_id`` (either padding side), or the last position when
+    there are no ids to look at; a batch needs ``pad_token_id``."""
+    batch, length = shape
+    if pad_token_id is None and batch != 1:
+        raise ValueError("Cannot handle batch sizes > 1 if no padding token is defined: set pad_token_id in the "
+                         "config.")
+    if pad_token_id is None or input_ids is None:
+        return torch.full((batch,), length - 1, dtype=torch.long, device=device)
+    real = (input_ids != pad_token_id).to(torch.int32)
+    return (torch.arange(length, device=input_ids.device, dtype=torch.int32) * real).argmax(-1)

@@ -17,7 +17,7 @@ from torch import nn
 from .. import registry
 from ..configuration import PretrainedConfig
 from ..contract import ModelContract
-from ..layers import check_one_input
+from ..layers import check_one_input, last_token_index
 from ..modeling import (
     BaseModelOutputWithPast,
     CausalLMOutputWithPast,
@@ -30,7 +30,7 @@ from ..modeling import (
     check_flat_inputs,
     varlen_attention,
 )
-from .openai_gpt import KeyValue, last_token_index, past_length
+from .openai_gpt import KeyValue, past_length
 
 
 class CTRLConfig(PretrainedConfig):

@@ -26,7 +26,7 @@ from ..modeling import (
     check_flat_inputs,
     varlen_attention,
 )
-from ..layers import Conv1D, QuestionAnsweringHead, TokenClassificationHead, check_one_input
+from ..layers import Conv1D, QuestionAnsweringHead, TokenClassificationHead, check_one_input, last_token_index
 from .. import registry
 from ..contract import ModelContract
 
@@ -267,13 +267,6 @@ class GPT2LMHeadModel(GPT2FlatHead, GPT2PreTrainedModel):
         return self.lm_head(hidden)
 
 
-def last_non_pad(input_ids: torch.Tensor, pad_token_id: int) -> torch.Tensor:
-    """(B, T) → (B,) index of each row's last token that is not ``pad_token_id`` (0 for a row of
-    pads), as the reference picks it, so left and right padding both work."""
-    real = (input_ids != pad_token_id).to(torch.int32)
-    return (torch.arange(input_ids.shape[-1], device=input_ids.device, dtype=torch.int32) * real).argmax(-1)
-
-
 class GPT2ForSequenceClassification(GPT2FlatHead, GPT2PreTrainedModel):
     """Classifies each sequence by its last real token, the only one that has seen the whole row."""
 
@@ -286,15 +279,8 @@ class GPT2ForSequenceClassification(GPT2FlatHead, GPT2PreTrainedModel):
                 position_ids=None, **kwargs) -> SequenceClassifierOutputWithPast:
         out = self.transformer(input_ids, past_key_values, attention_mask, token_type_ids, position_ids, **kwargs)
         hidden = out.last_hidden_state  # (B, T, H)
-        batch = hidden.shape[0]
-        if self.config.pad_token_id is None and batch != 1:
-            raise ValueError("GPT2ForSequenceClassification needs config.pad_token_id to find each row's last token "
-                             "in a batch of more than one row")
-        if self.config.pad_token_id is None or input_ids is None:  # the reference's rule: then the last column
-            last = torch.full((batch,), hidden.shape[1] - 1, device=hidden.device)
-        else:
-            last = last_non_pad(input_ids, self.config.pad_token_id)
-        logits = self.score(hidden[torch.arange(batch, device=hidden.device), last])  # (B, num_labels)
+        last = last_token_index(input_ids, hidden.shape[:2], self.config.pad_token_id, hidden.device)  # (B,)
+        logits = self.score(hidden[torch.arange(hidden.shape[0], device=hidden.device), last])  # (B, num_labels)
         return SequenceClassifierOutputWithPast(logits, out.past_key_values, out.hidden_states, out.attentions)
 
     def head_flat(self, hidden: torch.Tensor, segments: Segments) -> torch.Tensor:

@@ -15,7 +15,7 @@ from torch import nn
 from .. import registry
 from ..configuration import PretrainedConfig
 from ..contract import ModelContract
-from ..layers import Conv1D, check_one_input
+from ..layers import Conv1D, check_one_input, last_token_index
 from ..modeling import (
     BaseModelOutputWithPast,
     CausalLMOutputWithPast,
@@ -74,21 +74,6 @@ def _padding_scores(attention_mask: Optional[torch.Tensor], dtype: torch.dtype) 
 def past_length(past_key_values: Optional[PastKeyValues]) -> int:
     """Tokens already in the cache."""
     return 0 if past_key_values is None else past_key_values[0][0].shape[2]
-
-
-def last_token_index(input_ids: Optional[torch.Tensor], shape: tuple[int, int], pad_token_id: Optional[int],
-                     device: torch.device) -> torch.Tensor:
-    """(B,) position each causal sequence classifier pools, as the reference finds it: the last
-    position whose id is not ``pad_token_id`` (either padding side), or the last position when
-    there are no ids to look at; a batch needs ``pad_token_id``."""
-    batch, length = shape
-    if pad_token_id is None and batch != 1:
-        raise ValueError("Cannot handle batch sizes > 1 if no padding token is defined: set pad_token_id in the "
-                         "config.")
-    if pad_token_id is None or input_ids is None:
-        return torch.full((batch,), length - 1, dtype=torch.long, device=device)
-    real = (input_ids != pad_token_id).to(torch.int32)
-    return (torch.arange(length, device=input_ids.device, dtype=torch.int32) * real).argmax(-1)
 
 
 class Attention(nn.Module):
