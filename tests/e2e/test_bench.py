@@ -47,3 +47,17 @@ def test_without_the_packaged_model_minilm_is_a_random_model_of_its_shape(tmp_pa
     assert tokenizer.unk_token_id not in {i for ids in encodings for i in ids}
     words = sum(len(t.split()) for t in texts)
     assert words < sum(len(ids) for ids in encodings) < 1.3 * words  # about a token per word, plus full stops
+
+
+def test_causal_bench_writes_both_tasks(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import causal_bench
+
+    monkeypatch.setattr(causal_bench, "CACHE", tmp_path / "cache")
+    output = tmp_path / "causal.json"
+    assert causal_bench.main(["--shape", "tiny", "--texts", "6", "--runs", "1", "--context", "64", "--new-tokens", "4",
+                              "--device", "cpu", "--output", str(output)]) == 0
+    results = json.loads(output.read_text())
+    for task in ("score", "generate"):
+        names = [t["name"] for t in results[task]["timings"]]
+        assert names[0].startswith("ours") and names[1].startswith("transformers")
+        assert all(t["tokens_per_second"] > 0 for t in results[task]["timings"]) and results[task]["ratio"] > 0
