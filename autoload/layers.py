@@ -200,6 +200,15 @@ class QuestionAnsweringHead:
 
 
 # -- decoders ---------------------------------------------------------------------------------
+class DecoderFlatHead:
+    """A decoder head on the flat layout (gpt2, openai-gpt, ctrl: the body is ``transformer`` and
+    takes ids only): the body's ``forward_flat``, then the head's ``head_flat``."""
+
+    def forward_flat(self, input_ids: torch.Tensor, segments: Segments) -> torch.Tensor:
+        """Unpadded inference: (N,) token ids → per-sequence (B, ...) or per-token (N, ...) outputs."""
+        return self.head_flat(self.transformer.forward_flat(input_ids, segments), segments)
+
+
 def last_token_index(input_ids: Optional[torch.Tensor], shape: tuple[int, int], pad_token_id: Optional[int],
                      device: torch.device) -> torch.Tensor:
     """(B,) position each causal sequence classifier pools, as the reference finds it: the last

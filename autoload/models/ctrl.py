@@ -17,7 +17,7 @@ from torch import nn
 from .. import registry
 from ..configuration import PretrainedConfig
 from ..contract import ModelContract
-from ..layers import check_one_input, last_token_index
+from ..layers import DecoderFlatHead, check_one_input, last_token_index
 from ..modeling import (
     BaseModelOutputWithPast,
     CausalLMOutputWithPast,
@@ -210,15 +210,7 @@ class CTRLModel(CTRLPreTrainedModel):
 # ---------------------------------------------------------------------------------------------
 # Heads
 # ---------------------------------------------------------------------------------------------
-class CTRLFlatHead:
-    """A head on the flat layout: ``CTRLModel.forward_flat``'s inputs, then the head's ``head_flat``."""
-
-    def forward_flat(self, input_ids: torch.Tensor, segments: Segments) -> torch.Tensor:
-        """Unpadded inference: (N,) token ids → per-sequence (B, ...) or per-token (N, ...) outputs."""
-        return self.head_flat(self.transformer.forward_flat(input_ids, segments), segments)
-
-
-class CTRLLMHeadModel(CTRLFlatHead, CTRLPreTrainedModel):
+class CTRLLMHeadModel(DecoderFlatHead, CTRLPreTrainedModel):
     tied_keys = {"lm_head.weight": "transformer.w.weight"}
 
     def __init__(self, config: CTRLConfig):
@@ -237,7 +229,7 @@ class CTRLLMHeadModel(CTRLFlatHead, CTRLPreTrainedModel):
         return self.lm_head(hidden)
 
 
-class CTRLForSequenceClassification(CTRLFlatHead, CTRLPreTrainedModel):
+class CTRLForSequenceClassification(DecoderFlatHead, CTRLPreTrainedModel):
     def __init__(self, config: CTRLConfig):
         super().__init__(config)
         self.transformer = CTRLModel(config)

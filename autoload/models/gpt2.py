@@ -26,7 +26,8 @@ from ..modeling import (
     check_flat_inputs,
     varlen_attention,
 )
-from ..layers import Conv1D, QuestionAnsweringHead, TokenClassificationHead, check_one_input, last_token_index
+from ..layers import (Conv1D, DecoderFlatHead, QuestionAnsweringHead, TokenClassificationHead, check_one_input,
+                      last_token_index)
 from .. import registry
 from ..contract import ModelContract
 
@@ -240,15 +241,7 @@ class GPT2Model(GPT2PreTrainedModel):
 # ---------------------------------------------------------------------------------------------
 # Heads
 # ---------------------------------------------------------------------------------------------
-class GPT2FlatHead:
-    """A head on the flat layout: ``GPT2Model.forward_flat``'s inputs, then the head's ``head_flat``."""
-
-    def forward_flat(self, input_ids: torch.Tensor, segments: Segments) -> torch.Tensor:
-        """Unpadded inference: (N,) token ids → per-sequence (B, ...) or per-token (N, ...) outputs."""
-        return self.head_flat(self.transformer.forward_flat(input_ids, segments), segments)
-
-
-class GPT2LMHeadModel(GPT2FlatHead, GPT2PreTrainedModel):
+class GPT2LMHeadModel(DecoderFlatHead, GPT2PreTrainedModel):
     tied_keys = {"lm_head.weight": "transformer.wte.weight"}
 
     def __init__(self, config: GPT2Config):
@@ -267,7 +260,7 @@ class GPT2LMHeadModel(GPT2FlatHead, GPT2PreTrainedModel):
         return self.lm_head(hidden)
 
 
-class GPT2ForSequenceClassification(GPT2FlatHead, GPT2PreTrainedModel):
+class GPT2ForSequenceClassification(DecoderFlatHead, GPT2PreTrainedModel):
     """Classifies each sequence by its last real token, the only one that has seen the whole row."""
 
     def __init__(self, config: GPT2Config):
@@ -296,7 +289,7 @@ def token_classifier_dropout(config: GPT2Config) -> float:
     return 0.1
 
 
-class GPT2ForTokenClassification(GPT2FlatHead, TokenClassificationHead, GPT2PreTrainedModel):
+class GPT2ForTokenClassification(DecoderFlatHead, TokenClassificationHead, GPT2PreTrainedModel):
     def __init__(self, config: GPT2Config):
         super().__init__(config)
         self.transformer = GPT2Model(config)
@@ -309,7 +302,7 @@ class GPT2ForTokenClassification(GPT2FlatHead, TokenClassificationHead, GPT2PreT
         return self.token_classifier_output(out)
 
 
-class GPT2ForQuestionAnswering(GPT2FlatHead, QuestionAnsweringHead, GPT2PreTrainedModel):
+class GPT2ForQuestionAnswering(DecoderFlatHead, QuestionAnsweringHead, GPT2PreTrainedModel):
     def __init__(self, config: GPT2Config):
         super().__init__(config)
         self.transformer = GPT2Model(config)

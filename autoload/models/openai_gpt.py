@@ -15,7 +15,7 @@ from torch import nn
 from .. import registry
 from ..configuration import PretrainedConfig
 from ..contract import ModelContract
-from ..layers import Conv1D, check_one_input, last_token_index
+from ..layers import Conv1D, DecoderFlatHead, check_one_input, last_token_index
 from ..modeling import (
     BaseModelOutputWithPast,
     CausalLMOutputWithPast,
@@ -218,15 +218,7 @@ class OpenAIGPTModel(OpenAIGPTPreTrainedModel):
 # ---------------------------------------------------------------------------------------------
 # Heads
 # ---------------------------------------------------------------------------------------------
-class OpenAIGPTFlatHead:
-    """A head on the flat layout: ``OpenAIGPTModel.forward_flat``'s inputs, then the head's ``head_flat``."""
-
-    def forward_flat(self, input_ids: torch.Tensor, segments: Segments) -> torch.Tensor:
-        """Unpadded inference: (N,) token ids → per-sequence (B, ...) or per-token (N, ...) outputs."""
-        return self.head_flat(self.transformer.forward_flat(input_ids, segments), segments)
-
-
-class OpenAIGPTLMHeadModel(OpenAIGPTFlatHead, OpenAIGPTPreTrainedModel):
+class OpenAIGPTLMHeadModel(DecoderFlatHead, OpenAIGPTPreTrainedModel):
     tied_keys = {"lm_head.weight": "transformer.tokens_embed.weight"}
 
     def __init__(self, config: OpenAIGPTConfig):
@@ -245,7 +237,7 @@ class OpenAIGPTLMHeadModel(OpenAIGPTFlatHead, OpenAIGPTPreTrainedModel):
         return self.lm_head(hidden)
 
 
-class OpenAIGPTForSequenceClassification(OpenAIGPTFlatHead, OpenAIGPTPreTrainedModel):
+class OpenAIGPTForSequenceClassification(DecoderFlatHead, OpenAIGPTPreTrainedModel):
     def __init__(self, config: OpenAIGPTConfig):
         super().__init__(config)
         self.transformer = OpenAIGPTModel(config)
