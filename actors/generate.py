@@ -9,11 +9,14 @@ one token per step with the KV cache; a row that finishes leaves the batch (its 
 are dropped), so long rows don't keep short ones' compute busy.  Greedy by default; with
 ``do_sample``, temperature / top-k / top-p sampling from a generator seeded per row from the
 job's seed and the row's id (source file and row), so a retried or resumed unit writes the
-same text whatever its batch.
+same text whatever its batch.  With ``num_beams`` > 1, beam search as transformers'
+``generate(num_beams=k, do_sample=False)`` (see :class:`Beams`): each prompt runs as k cache rows,
+reordered by the chosen beams every step; a prompt whose search has settled leaves the batch.
 """
 from __future__ import annotations
 
 import hashlib
+from dataclasses import dataclass
 from typing import Any, Optional, Sequence
 
 import numpy as np
@@ -35,15 +38,24 @@ class Generate(ModelStage):
 
     def __init__(self, model: str, *, context: int, max_new_tokens: int, eos_token_id: Optional[int] = None,
                  do_sample: bool = False, temperature: float = 1.0, top_k: int = 0, top_p: float = 1.0,
-                 seed: int = 0, stop: Sequence[str] = (), long_prompt: str = "error", **kwargs: Any) -> None:
+                 seed: int = 0, stop: Sequence[str] = (), long_prompt: str = "error", num_beams: int = 1,
+                 **kwargs: Any) -> None:
+        if num_beams < 1:
+            raise ValueError(f"num_beams must be at least 1, got {num_beams}")
+        if num_beams > 1 and do_sample:
+            raise ValueError("beam search samples nothing: num_beams > 1 runs without do_sample")
         if long_prompt not in LONG_PROMPTS:
             raise ValueError(f"long_prompt must be one of {LONG_PROMPTS}, got {long_prompt!r}")
         if max_new_tokens >= context:
             raise ValueError(f"max_new_tokens ({max_new_tokens}) must be below the context ({context})")
         self.context, self.max_new_tokens, self.eos_token_id = context, max_new_tokens, eos_token_id
         self.do_sample, self.temperature, self.top_k, self.top_p = do_sample, temperature, top_k, top_p
-        self.seed, self.stop, self.long_prompt = seed, list(stop), long_prompt
+        self.seed, self.stop, self.long_prompt, self.num_beams = seed, list(stop), long_prompt, num_beams
         super().__init__(model, **kwargs)
+        # A micro-batch of B prompts decodes B x num_beams rows: the budgets count prompts, so
+        # the rows a forward runs stay within the device's limits (an OOM lowers it further).
+        self.max_batch_tokens = max(1, self.max_batch_tokens // num_beams)
+        self.batch_size = max(1, self.batch_size // num_beams)
         # Left padding needs positions and the cache: generation runs on the padded forward.
         self.flat = False
         self.tokenizer = AutoTokenizer.from_pretrained(model, storage_options=kwargs.get("storage_options") or {},
@@ -92,6 +104,8 @@ class Generate(ModelStage):
     # -- one micro-batch: prefill, then one token per step ----------------------------------
     def forward(self, inputs: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         ids, mask = _left_align(inputs["input_ids"], inputs["attention_mask"])  # (B, T) each
+        if self.num_beams > 1:
+            return self._beam_search(ids, mask)
         batch = ids.shape[0]
         out = torch.full((batch, self.max_new_tokens), -1, dtype=torch.long, device=ids.device)
         finish = torch.zeros(batch, dtype=torch.long, device=ids.device)  # 0 = length
@@ -116,6 +130,51 @@ class Generate(ModelStage):
             step = self.model(input_ids=chosen[:, None], attention_mask=mask, position_ids=positions,
                               past_key_values=cache, use_cache=True)
         return {"tokens": out, "finish": finish}
+
+    def _beam_search(self, ids: torch.Tensor, mask: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Left-padded (B, T) prompts → the best beam's tokens (B, max_new_tokens), -1 after its
+        end, and finish codes.  The prompts run once (prefill); their cache rows are then copied k times."""
+        batch, beams, device = ids.shape[0], self.num_beams, ids.device
+        out = torch.full((batch, self.max_new_tokens), -1, dtype=torch.long, device=device)
+        finish = torch.zeros(batch, dtype=torch.long, device=device)
+        positions = (mask.cumsum(-1) - 1).clamp(min=0)  # (B, T)
+        step = self.model(input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=True)
+        positions = positions[:, -1:]  # (B, 1) the last prompt token's: decoding continues from it
+        # Each prompt's row becomes k rows (prompt-major), identical until the first step.
+        rows = torch.arange(batch, device=device).repeat_interleave(beams)  # (B*k,)
+        cache, logits = _reorder(step.past_key_values, rows), step.logits[:, -1][rows]
+        mask, positions = mask[rows], positions[rows]
+        search = Beams.start(batch, beams, self.max_new_tokens, device)
+        active = torch.arange(batch, device=device)  # the prompts still searching
+        for t in range(self.max_new_tokens):
+            last = t == self.max_new_tokens - 1
+            parents = search.advance(logits.float().log_softmax(-1), t, self.eos_token_id, last)  # (b, k)
+            if last:
+                break
+            # Each running beam continues its parent's cache row, among its own prompt's k rows.
+            rows = parents + beams * torch.arange(len(active), device=device)[:, None]  # (b, k)
+            settled = search.settled(t + 1)  # (b,)
+            if bool(settled.any()):  # settled prompts leave the batch, with their cache rows
+                self._settle(out, finish, active[settled], search.best()[settled])
+                keep = ~settled
+                active, rows, search = active[keep], rows[keep], search.select(keep)
+                if not len(active):
+                    break
+            rows = rows.flatten()
+            cache, mask, positions = _reorder(cache, rows), mask[rows], positions[rows] + 1
+            mask = torch.cat([mask, mask.new_ones(mask.shape[0], 1)], dim=1)
+            step = self.model(input_ids=search.tokens[:, :, t].reshape(-1, 1), attention_mask=mask,
+                              position_ids=positions, past_key_values=cache, use_cache=True)
+            cache, logits = step.past_key_values, step.logits[:, -1]
+        self._settle(out, finish, active, search.best())
+        return {"tokens": out, "finish": finish}
+
+    def _settle(self, out: torch.Tensor, finish: torch.Tensor, prompts: torch.Tensor, best: torch.Tensor) -> None:
+        """Write the best hypotheses (p, max_new_tokens) of ``prompts`` (p,) and why they ended."""
+        out[prompts] = best
+        if self.eos_token_id is not None:
+            ends = best.gather(1, ((best >= 0).sum(1, keepdim=True) - 1).clamp(min=0))[:, 0]  # (p,) last tokens
+            finish[prompts] = torch.where(ends == self.eos_token_id, FINISH_REASONS.index("eos"), 0)
 
     def _forward_group(self, group: np.ndarray, sequences: Any) -> tuple[dict[str, torch.Tensor], np.ndarray]:
         self._batch_seeds = self._seeds[sequences.row[group]]  # the rows of this micro-batch, in its order
@@ -184,6 +243,90 @@ class Generate(ModelStage):
 
     def _decode(self, ids: list[int]) -> str:
         return self.tokenizer.decode(ids, skip_special_tokens=True)
+
+
+@dataclass
+class Beams:
+    """Beam search state of b prompts with k beams each, as transformers 5's ``_beam_search``
+    with its defaults (``length_penalty=1.0``, ``early_stopping=False``):
+
+    - Each step, the 2k best of the k x V continuations by summed log-probability are kept;
+      the best k of them that did not end (EOS, or the last step) keep running.
+    - A continuation among the best k that ended becomes a hypothesis scored by its summed
+      log-probability over its length (new tokens, EOS included); the best k hypotheses are kept.
+    - A prompt is settled once it holds k hypotheses and its best running beam's score over
+      the current length is no better than the worst of them.
+    - The answer is the best hypothesis; at the last step every continuation ends (by length).
+    """
+
+    scores: torch.Tensor        # (b, k) running beams' summed log-probabilities
+    tokens: torch.Tensor        # (b, k, N) running beams' new tokens, -1 after
+    done_scores: torch.Tensor   # (b, k) hypotheses' scores, best first; -inf for none yet
+    done_tokens: torch.Tensor   # (b, k, N) hypotheses' tokens, -1 after
+
+    @classmethod
+    def start(cls, batch: int, beams: int, new_tokens: int, device: torch.device) -> "Beams":
+        # The k copies of a prompt are identical: only the first scores 0, so the first step's
+        # candidates come from it alone (-1e9 as the reference, not -inf: should the vocabulary
+        # hold fewer than 2k tokens, the copies fill the rest in the reference's order).
+        scores = torch.full((batch, beams), -1e9, device=device)
+        scores[:, 0] = 0
+        tokens = torch.full((batch, beams, new_tokens), -1, dtype=torch.long, device=device)
+        return cls(scores, tokens, torch.full((batch, beams), float("-inf"), device=device), tokens.clone())
+
+    def advance(self, log_probs: torch.Tensor, t: int, eos: Optional[int], last: bool) -> torch.Tensor:
+        """Step ``t`` on the running beams' next-token log-probabilities (b*k, V) → (b, k) the
+        beam each new running beam continues."""
+        batch, beams, _ = self.tokens.shape
+        vocab = log_probs.shape[-1]
+        summed = (log_probs.view(batch, beams, vocab) + self.scores[:, :, None]).view(batch, beams * vocab)
+        top, index = summed.topk(2 * beams)  # (b, 2k), best first
+        parents, chosen = index // vocab, index % vocab
+        tokens = _pick(self.tokens, parents)  # (b, 2k, N) a copy: the parents' tokens
+        tokens[:, :, t] = chosen
+        ended = chosen == eos if eos is not None else torch.zeros_like(chosen, dtype=torch.bool)
+        if last:  # the length limit ends every continuation
+            ended = torch.ones_like(ended)
+        self._keep_hypotheses(top, tokens, ended, t + 1)
+        # At least k of the 2k did not end (a beam offers EOS once), so k beams keep running.
+        self.scores, pick = top.masked_fill(ended, float("-inf")).topk(beams)
+        self.tokens = _pick(tokens, pick)
+        return parents.gather(1, pick)
+
+    def _keep_hypotheses(self, top: torch.Tensor, tokens: torch.Tensor, ended: torch.Tensor, length: int) -> None:
+        """Merge the ended continuations among the best k into the k best hypotheses; the other
+        k are spares for the running beams only."""
+        beams = self.scores.shape[1]
+        eligible = ended.clone()
+        eligible[:, beams:] = False
+        candidates = torch.where(eligible, top / length, float("-inf"))  # (b, 2k)
+        merged = torch.cat([self.done_scores, candidates], dim=1)  # earlier hypotheses first, as the reference
+        self.done_scores, pick = merged.topk(beams)
+        self.done_tokens = _pick(torch.cat([self.done_tokens, tokens], dim=1), pick)
+
+    def settled(self, length: int) -> torch.Tensor:
+        """(b,) prompts whose best running beam can't beat their worst hypothesis any more, by the
+        reference's estimate with ``early_stopping=False``: its score over the current length."""
+        return ~(self.scores[:, 0] / length > self.done_scores.min(dim=1).values)
+
+    def best(self) -> torch.Tensor:
+        """(b, N) the best hypothesis of each prompt."""
+        return self.done_tokens[:, 0]
+
+    def select(self, keep: torch.Tensor) -> "Beams":
+        """The prompts where ``keep`` (b,) is true."""
+        return Beams(self.scores[keep], self.tokens[keep], self.done_scores[keep], self.done_tokens[keep])
+
+
+def _pick(tokens: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+    """(b, n, N) per-beam tokens, (b, m) beam indices → (b, m, N) the indexed beams' tokens."""
+    return tokens.gather(1, index[:, :, None].expand(-1, -1, tokens.shape[2]))
+
+
+def _reorder(cache: tuple[tuple[torch.Tensor, torch.Tensor], ...], rows: torch.Tensor
+             ) -> tuple[tuple[torch.Tensor, torch.Tensor], ...]:
+    """Per-layer (key, value) cache, each (R, heads, P, d) → rows ``rows`` (R',) of it."""
+    return tuple((key.index_select(0, rows), value.index_select(0, rows)) for key, value in cache)
 
 
 def _left_align(ids: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -18,8 +18,8 @@ LONG_PROMPT_TOKENS = 1 << 20
 
 class GenerateTask(CausalLMTask):
     name = "generate"
-    help = ("continue each prompt with a causal LM (greedy, or sampling with --do-sample): generated_text, "
-            "generated_tokens, finish_reason (eos, stop, length)")
+    help = ("continue each prompt with a causal LM (greedy, beam search with --num-beams, or sampling with "
+            "--do-sample): generated_text, generated_tokens, finish_reason (eos, stop, length)")
     stage = Generate
     takes_pairs = False
     options = (
@@ -37,6 +37,9 @@ class GenerateTask(CausalLMTask):
                "id, so reruns and retries write the same text (default: 0)", whole, default=0, flag={"metavar": "S"}),
         Option("stop", "comma-separated stop strings: the text ends before the first one "
                "(finish_reason stop)", csv, default=(), flag={"metavar": "A,B"}),
+        Option("num_beams", "beam search with N beams, as transformers' generate(num_beams=N, do_sample=False): "
+               "the best beam's text; a prompt runs as N rows, so a micro-batch holds 1/N of the prompts; "
+               "1 = no beam search (default: 1)", positive(int), default=1, flag={"metavar": "N"}),
         Option("long_prompt", "a prompt leaving no room for --max-new-tokens in the context: 'error' "
                "stops naming the row (default), 'truncate' keeps its end and marks it truncated",
                choice(LONG_PROMPTS), default="error", flag={"choices": LONG_PROMPTS}),
@@ -47,6 +50,9 @@ class GenerateTask(CausalLMTask):
         if settings["max_new_tokens"] >= model.max_length:
             raise SpecError(f"--max-new-tokens {settings['max_new_tokens']} leaves no room for a prompt in the "
                             f"model's context of {model.max_length} tokens")
+        if settings["num_beams"] > 1 and settings["do_sample"]:
+            raise SpecError(f"--num-beams {settings['num_beams']} is beam search, which samples nothing: drop "
+                            "--do-sample, or use --num-beams 1 to sample")
         if not 0 < settings["top_p"] <= 1:
             raise SpecError(f"--top-p must be in (0, 1], got {settings['top_p']}")
         settings["stop"] = list(settings["stop"])
