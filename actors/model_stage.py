@@ -193,6 +193,8 @@ class ModelStage:
                     f"The weights of {model} changed while the job ran (sha256 {digest}, the job planned "
                     f"with {expected_weights_digest}). Rerun the job once the model stops changing."
                 )
+        if progress is not None:
+            progress(0, 0)  # tells the job this actor's node as soon as it is up
         logger.info("model stage loaded %s (%s, %s, %s, %d threads, %s, <= %d tokens / %d rows per forward) in %.1f s",
                     model, type(self.model).__name__, self.model.dtype, self.device, torch.get_num_threads(),
                     "unpadded" if self.flat else "padded", self.max_batch_tokens, self.batch_size,
