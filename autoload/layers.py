@@ -209,16 +209,18 @@ class DecoderFlatHead:
         return self.head_flat(self.transformer.forward_flat(input_ids, segments), segments)
 
 
-def last_token_index(input_ids: Optional[torch.Tensor], shape: tuple[int, int], pad_token_id: Optional[int],
-                     device: torch.device) -> torch.Tensor:
-    """(B,) position each causal sequence classifier pools, as the reference finds it: the last
-    position whose id is not ``pad_token_id`` (either padding side), or the last position when
-    there are no ids to look at; a batch needs ``pad_token_id``."""
-    batch, length = shape
+def last_token_states(hidden: torch.Tensor, input_ids: Optional[torch.Tensor], pad_token_id: Optional[int]
+                      ) -> torch.Tensor:
+    """(B, T, H) states → (B, H) at the position a causal sequence classifier pools, as the
+    reference finds it: the last position whose id is not ``pad_token_id`` (either padding
+    side), or the last position when there are no ids to look at; a batch needs ``pad_token_id``."""
+    batch, length = hidden.shape[:2]
     if pad_token_id is None and batch != 1:
         raise ValueError("Cannot handle batch sizes > 1 if no padding token is defined: set pad_token_id in the "
                          "config.")
     if pad_token_id is None or input_ids is None:
-        return torch.full((batch,), length - 1, dtype=torch.long, device=device)
-    real = (input_ids != pad_token_id).to(torch.int32)
-    return (torch.arange(length, device=input_ids.device, dtype=torch.int32) * real).argmax(-1)
+        last = torch.full((batch,), length - 1, dtype=torch.long, device=hidden.device)
+    else:
+        real = (input_ids != pad_token_id).to(torch.int32)
+        last = (torch.arange(length, device=input_ids.device, dtype=torch.int32) * real).argmax(-1).to(hidden.device)
+    return hidden[torch.arange(batch, device=hidden.device), last]

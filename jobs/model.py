@@ -16,7 +16,7 @@ import hashlib
 import json
 import logging
 from dataclasses import dataclass, field, fields
-from typing import Any, Optional
+from typing import Any
 
 from autoload import AutoConfig, AutoTokenizer, registry
 from autoload.checkpoint import verify_checkpoint, weight_files, weights_digest

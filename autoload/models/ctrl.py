@@ -17,7 +17,7 @@ from torch import nn
 from .. import registry
 from ..configuration import PretrainedConfig
 from ..contract import ModelContract
-from ..layers import DecoderFlatHead, check_one_input, last_token_index
+from ..layers import DecoderFlatHead, check_one_input, last_token_states
 from ..modeling import (
     BaseModelOutputWithPast,
     CausalLMOutputWithPast,
@@ -239,8 +239,7 @@ class CTRLForSequenceClassification(DecoderFlatHead, CTRLPreTrainedModel):
                 **kwargs) -> SequenceClassifierOutput:
         out = self.transformer(input_ids, attention_mask, token_type_ids, position_ids, **kwargs)
         hidden = out.last_hidden_state
-        last = last_token_index(input_ids, hidden.shape[:2], self.config.pad_token_id, hidden.device)  # (B,)
-        logits = self.classifier(hidden[torch.arange(hidden.shape[0], device=hidden.device), last])  # (B, num_labels)
+        logits = self.classifier(last_token_states(hidden, input_ids, self.config.pad_token_id))  # (B, num_labels)
         return SequenceClassifierOutput(logits, out.hidden_states, out.attentions)
 
     def head_flat(self, hidden: torch.Tensor, segments: Segments) -> torch.Tensor:

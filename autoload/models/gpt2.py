@@ -27,7 +27,7 @@ from ..modeling import (
     varlen_attention,
 )
 from ..layers import (Conv1D, DecoderFlatHead, QuestionAnsweringHead, TokenClassificationHead, check_one_input,
-                      last_token_index)
+                      last_token_states)
 from .. import registry
 from ..contract import ModelContract
 
@@ -272,8 +272,7 @@ class GPT2ForSequenceClassification(DecoderFlatHead, GPT2PreTrainedModel):
                 position_ids=None, **kwargs) -> SequenceClassifierOutputWithPast:
         out = self.transformer(input_ids, past_key_values, attention_mask, token_type_ids, position_ids, **kwargs)
         hidden = out.last_hidden_state  # (B, T, H)
-        last = last_token_index(input_ids, hidden.shape[:2], self.config.pad_token_id, hidden.device)  # (B,)
-        logits = self.score(hidden[torch.arange(hidden.shape[0], device=hidden.device), last])  # (B, num_labels)
+        logits = self.score(last_token_states(hidden, input_ids, self.config.pad_token_id))  # (B, num_labels)
         return SequenceClassifierOutputWithPast(logits, out.past_key_values, out.hidden_states, out.attentions)
 
     def head_flat(self, hidden: torch.Tensor, segments: Segments) -> torch.Tensor:

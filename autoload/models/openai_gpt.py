@@ -15,7 +15,7 @@ from torch import nn
 from .. import registry
 from ..configuration import PretrainedConfig
 from ..contract import ModelContract
-from ..layers import Conv1D, DecoderFlatHead, check_one_input, last_token_index
+from ..layers import Conv1D, DecoderFlatHead, check_one_input, last_token_states
 from ..modeling import (
     BaseModelOutputWithPast,
     CausalLMOutputWithPast,
@@ -247,8 +247,7 @@ class OpenAIGPTForSequenceClassification(DecoderFlatHead, OpenAIGPTPreTrainedMod
                 **kwargs) -> SequenceClassifierOutput:
         out = self.transformer(input_ids, attention_mask, token_type_ids, position_ids, **kwargs)
         hidden = out.last_hidden_state
-        last = last_token_index(input_ids, hidden.shape[:2], self.config.pad_token_id, hidden.device)  # (B,)
-        logits = self.score(hidden[torch.arange(hidden.shape[0], device=hidden.device), last])  # (B, num_labels)
+        logits = self.score(last_token_states(hidden, input_ids, self.config.pad_token_id))  # (B, num_labels)
         return SequenceClassifierOutput(logits, out.hidden_states, out.attentions)
 
     def head_flat(self, hidden: torch.Tensor, segments: Segments) -> torch.Tensor:

@@ -13,7 +13,7 @@ import pyarrow.parquet as pq
 import pytest
 import torch
 
-from causal_lm_data import CORPUS, tiny_gpt2
+from causal_lm_data import tiny_gpt2
 from jobs import infer, pipeline
 from jobs.infer import run_job
 from jobs.model import ModelError
