@@ -96,7 +96,8 @@ def register(task: type[Task]) -> type[Task]:
 def builtin_names() -> list[str]:
     import jobs.tasks
 
-    return sorted(m.name for m in pkgutil.iter_modules(jobs.tasks.__path__) if not m.name.startswith("_"))
+    # A task's name is its module's with dashes (jobs/tasks/fill_mask.py is --task fill-mask).
+    return sorted(m.name.replace("_", "-") for m in pkgutil.iter_modules(jobs.tasks.__path__) if not m.name.startswith("_"))
 
 
 def known_tasks() -> dict[str, type[Task]]:
@@ -119,7 +120,7 @@ def get_task(name: str) -> type[Task]:
 
 
 def _builtin(name: str) -> type[Task]:
-    module = importlib.import_module(f"jobs.tasks.{name}")
+    module = importlib.import_module(f"jobs.tasks.{name.replace('-', '_')}")
     task = getattr(module, "TASK", None)
     if not (isinstance(task, type) and issubclass(task, Task)) or task.name != name:
         raise RuntimeError(f"jobs/tasks/{name}.py must define TASK, a Task subclass named {name!r}")

@@ -1,0 +1,98 @@
+"""The encoder tasks' stages called directly (no Ray) against the reference libraries:
+fill-mask (transformers' fill-mask pipeline), classify's functions and multi-label threshold
+(the text-classification pipeline), and embed for retrieval (sentence-transformers)."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pytest
+import torch
+
+from actors.common import ERROR, ROW, SOURCE, BadRowError
+from actors.fill_mask import FillMask
+from actors.tokenize import Tokenize
+
+transformers = pytest.importorskip("transformers")
+
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.txt", "special_tokens_map.json")
+MASKED = [
+    "The capital of France is [MASK].",
+    "A [MASK] walks over the old stone [MASK] near the river.",
+    "[MASK]",
+    "Rivers carry water to the [MASK], and the [MASK] report [MASK] it simply.",
+]
+
+
+def _tokenized(model: str, texts: list, on_bad_row: str = "error", max_length: int = 128) -> pa.Table:
+    table = pa.table({"text": texts, SOURCE: ["in.parquet"] * len(texts), ROW: list(range(len(texts)))})
+    return Tokenize(model, text_column="text", max_length=max_length, on_bad_row=on_bad_row)(table)
+
+
+@pytest.fixture(scope="module")
+def tiny_mlm(tmp_path_factory: pytest.TempPathFactory, minilm: str) -> Path:
+    """A tiny BertForMaskedLM saved by the reference library, with MiniLM's tokenizer."""
+    torch.manual_seed(0)
+    directory = tmp_path_factory.mktemp("tiny-mlm")
+    config = transformers.BertConfig(vocab_size=30522, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+                                     intermediate_size=48, max_position_embeddings=64, initializer_range=0.3)
+    transformers.BertForMaskedLM(config).eval().save_pretrained(directory)
+    for name in TOKENIZER_FILES:
+        (directory / name).write_bytes((Path(minilm) / name).read_bytes())
+    return directory
+
+
+def _reference_fill(model_dir: Path, texts: list[str], **kwargs) -> list:
+    fill = transformers.pipeline("fill-mask", model=str(model_dir), device="cpu")
+    out = []
+    for text in texts:
+        result = fill(text, **kwargs)
+        out.append([result] if isinstance(result[0], dict) else result)  # one list per mask
+    return out
+
+
+def _assert_same_predictions(ours: list, reference: list) -> None:
+    assert len(ours) == len(reference)
+    for row_ours, row_reference in zip(ours, reference):
+        assert len(row_ours) == len(row_reference)
+        for mask_ours, mask_reference in zip(row_ours, row_reference):
+            assert [p["token"] for p in mask_ours] == [p["token"] for p in mask_reference]
+            assert [p["token_str"] for p in mask_ours] == [p["token_str"] for p in mask_reference]
+            assert [p["sequence"] for p in mask_ours] == [p["sequence"] for p in mask_reference]
+            np.testing.assert_allclose([p["score"] for p in mask_ours], [p["score"] for p in mask_reference],
+                                       rtol=1e-4, atol=1e-6)
+
+
+@pytest.mark.parametrize("flat", [True, False], ids=["unpadded", "padded"])
+def test_fill_mask_equals_the_reference_pipeline_one_and_several_masks(tiny_mlm: Path, flat: bool) -> None:
+    stage = FillMask(str(tiny_mlm), top_k=4, threads=1, max_batch_tokens=48)
+    stage.flat = flat and stage.flat
+    out = stage(_tokenized(str(tiny_mlm), MASKED))
+    assert out["predictions"].type == pa.list_(pa.list_(pa.struct([
+        ("token", pa.int32()), ("token_str", pa.string()), ("score", pa.float32()), ("sequence", pa.string())])))
+    ours = out["predictions"].to_pylist()
+    assert [len(r) for r in ours] == [1, 2, 1, 3] and all(len(m) == 4 for r in ours for m in r)
+    _assert_same_predictions(ours, _reference_fill(tiny_mlm, MASKED, top_k=4))
+
+
+def test_fill_mask_targets_equal_the_reference_pipeline(tiny_mlm: Path) -> None:
+    # "paris" and "bridge" are vocabulary words; "zzyzx" is not (its first token is scored).
+    targets = ["paris", "bridge", "the", "zzyzx"]
+    out = FillMask(str(tiny_mlm), top_k=10, targets=targets, threads=1)(_tokenized(str(tiny_mlm), MASKED[:2]))
+    ours = out["predictions"].to_pylist()
+    assert all(len(m) == 4 for r in ours for m in r)  # top_k capped at the number of targets
+    _assert_same_predictions(ours, _reference_fill(tiny_mlm, MASKED[:2], top_k=10, targets=targets))
+
+
+def test_fill_mask_a_row_without_a_mask_is_a_bad_row(tiny_mlm: Path) -> None:
+    texts = ["No mask here.", "One [MASK] here.", None]
+    with pytest.raises(BadRowError, match=r"in.parquet row 0: the text has no mask token \[MASK\]"):
+        FillMask(str(tiny_mlm), threads=1)(_tokenized(str(tiny_mlm), texts[:2]))
+    out = FillMask(str(tiny_mlm), top_k=2, threads=1)(_tokenized(str(tiny_mlm), texts, on_bad_row="flag"))
+    assert out[ERROR].to_pylist()[0].startswith("the text has no mask token [MASK]")
+    assert out[ERROR].to_pylist()[1:] == [None, "column 'text' is null"]
+    assert out["predictions"].is_null().to_pylist() == [True, False, True]
+    # A mask cut away by truncation says so.
+    cut = FillMask(str(tiny_mlm), threads=1)(_tokenized(str(tiny_mlm), ["word " * 20 + "[MASK]"], "flag", max_length=8))
+    assert "the text was cut to the model's maximum length" in cut[ERROR][0].as_py()
