@@ -96,3 +96,70 @@ def test_fill_mask_a_row_without_a_mask_is_a_bad_row(tiny_mlm: Path) -> None:
     # A mask cut away by truncation says so.
     cut = FillMask(str(tiny_mlm), threads=1)(_tokenized(str(tiny_mlm), ["word " * 20 + "[MASK]"], "flag", max_length=8))
     assert "the text was cut to the model's maximum length" in cut[ERROR][0].as_py()
+
+
+# -- classify: functions, multi-label, logits ----------------------------------------------------
+SENTENCES = ["A short one.", "The river carries water from the mountain to the ocean.", "Hello world",
+             "Markets change over a season, and the report explains it simply.", "Yes"]
+LABELS = {0: "sports", 1: "politics", 2: "science", 3: "art"}
+
+
+def _tiny_classifier(directory: Path, minilm: str, **config) -> Path:
+    torch.manual_seed(1)
+    reference = transformers.BertConfig(vocab_size=30522, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+                                        intermediate_size=48, max_position_embeddings=64, initializer_range=0.4, **config)
+    transformers.BertForSequenceClassification(reference).eval().save_pretrained(directory)
+    for name in TOKENIZER_FILES:
+        (directory / name).write_bytes((Path(minilm) / name).read_bytes())
+    return directory
+
+
+@pytest.fixture(scope="module")
+def multi_label(tmp_path_factory: pytest.TempPathFactory, minilm: str) -> Path:
+    return _tiny_classifier(tmp_path_factory.mktemp("multi-label"), minilm, problem_type="multi_label_classification",
+                            id2label=LABELS, label2id={v: k for k, v in LABELS.items()})
+
+
+@pytest.fixture(scope="module")
+def single_logit(tmp_path_factory: pytest.TempPathFactory, minilm: str) -> Path:
+    return _tiny_classifier(tmp_path_factory.mktemp("single-logit"), minilm, num_labels=1)
+
+
+def _reference_classify(model_dir: Path, texts: list[str], **kwargs) -> list[dict[str, float]]:
+    classify = transformers.pipeline("text-classification", model=str(model_dir), device="cpu")
+    return [{r["label"]: r["score"] for r in classify(text, top_k=None, **kwargs)} for text in texts]
+
+
+def test_multi_label_classify_equals_the_reference_pipeline_with_sigmoid(multi_label: Path) -> None:
+    from actors.classify import Classify
+
+    stage = Classify(str(multi_label), threshold=0.5, multi_label=True, return_probs=True, return_logits=True, threads=1)
+    assert stage.function == "sigmoid"  # the config's problem_type decides, as in the reference
+    out = stage(_tokenized(str(multi_label), SENTENCES))
+    reference = _reference_classify(multi_label, SENTENCES)  # default function: sigmoid for this config
+    probs = np.array(out["probs"].to_pylist())
+    expected = np.array([[row[LABELS[i]] for i in range(4)] for row in reference])
+    np.testing.assert_allclose(probs, expected, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(1 / (1 + np.exp(-np.array(out["logits"].to_pylist()))), expected, rtol=1e-5, atol=1e-6)
+    chosen = out["labels"].to_pylist()
+    for row, scores in zip(chosen, reference):
+        best_first = sorted((s, label) for label, s in scores.items() if s > 0.5)[::-1]
+        assert [r["label"] for r in row] == [label for _, label in best_first]
+        np.testing.assert_allclose([r["score"] for r in row], [s for s, _ in best_first], rtol=1e-5)
+    # Not a vacuous threshold: some labels pass it and some don't.
+    assert 0 < sum(map(len, chosen)) < 4 * len(SENTENCES)
+    assert out["label"].to_pylist() == [max(r, key=r.get) for r in reference]
+
+
+@pytest.mark.parametrize("function", [None, "none", "softmax"])
+def test_single_logit_scores_follow_the_reference_function(single_logit: Path, function) -> None:
+    from actors.classify import Classify
+
+    out = Classify(str(single_logit), function=function, return_logits=True, threads=1)(
+        _tokenized(str(single_logit), SENTENCES))
+    reference = _reference_classify(single_logit, SENTENCES, **({"function_to_apply": function} if function else {}))
+    np.testing.assert_allclose(out["score"].to_numpy(), [r["LABEL_0"] for r in reference], rtol=1e-5, atol=1e-6)
+    logits = np.array(out["logits"].to_pylist())[:, 0]
+    if function is None:  # sigmoid of the logit: the cross-encoder's relevance, ranking as the logit does
+        np.testing.assert_allclose(out["score"].to_numpy(), 1 / (1 + np.exp(-logits)), rtol=1e-5)
+    assert "labels" not in out.column_names

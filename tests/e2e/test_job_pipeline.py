@@ -166,7 +166,8 @@ def test_classification_job_on_text_pairs_equals_the_reference(tiny_classifier: 
                     "text_pair_column: lang\nreturn_probs: true\nactors: 1\n")
     manifest = job("--spec", str(spec))
     assert manifest["model"]["model_class"] == "BertForSequenceClassification"
-    assert manifest["task"] == {"name": "classify", "settings": {"return_probs": True},
+    assert manifest["task"] == {"name": "classify", "settings": {"function": "softmax", "threshold": 0.5, "return_probs": True,
+                                                                 "return_logits": False},
                                 "output_schema": "label: string\nlabel_id: int32\nscore: float\nprobs: fixed_size_list<item: float>[3]\n  child 0, item: float"}
     for name, rows in texts.items():
         table = pq.read_table(tmp_path / "out" / name)
