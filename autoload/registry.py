@@ -29,6 +29,7 @@ CAUSAL_LM = "causal_lm"
 SEQUENCE_CLASSIFICATION = "sequence_classification"
 QUESTION_ANSWERING = "question_answering"
 TOKEN_CLASSIFICATION = "token_classification"
+ENCODER = "encoder"  # an encoder-decoder's encoder alone (T5EncoderModel): what embed runs on such a model
 
 
 @dataclass(frozen=True)
@@ -46,11 +47,6 @@ class SeedType:
 # its patterns keep their place in the fallback order so "gpt2-medium" never matches a later
 # pattern. An entry leaves this list when its model file (with a CONTRACT of the same rank) lands.
 NOT_IMPLEMENTED: tuple[SeedType, ...] = (
-    SeedType("t5", 10, ("t5",), "T5Tokenizer"),
-    SeedType("flaubert", 65, ("flaubert",), "FlaubertTokenizer"),
-    SeedType("transfo-xl", 100, ("transfo-xl", "transfo_xl"), "TransfoXLTokenizer"),
-    SeedType("xlnet", 110, ("xlnet",), "XLNetTokenizer"),
-    SeedType("xlm", 120, ("xlm",), "XLMTokenizer"),
 )
 
 
