@@ -119,7 +119,10 @@ def _class_of_layout(layout: Layout, paths: dict[str, Path], source: ModelSource
     if layout is WORDPIECE_FILES:
         return "BertTokenizer"
     if layout is SENTENCEPIECE:
-        raise OSError(_sentencepiece_message(paths, source, "a tokenizer"))
+        found = ", ".join(sorted(p.name for p in paths.values()))
+        raise OSError(f"{source.where()} has only a SentencePiece model ({found}), which T5, ALBERT, XLNet, CamemBERT "
+                      f"and XLM-R all use, each with its own special tokens and ids. Add \"model_type\" to "
+                      f"config.json or \"tokenizer_class\" to tokenizer_config.json (or use a saved tokenizer.json).")
     raise OSError(f"{source.where()}: {layout.describe()} alone does not say which tokenizer family it is "
                   f"(RoBERTa, GPT-2, OpenAI GPT, XLM and CTRL all save it, and tokenize differently). Add "
                   f"\"tokenizer_class\" to tokenizer_config.json or \"model_type\" to config.json.")

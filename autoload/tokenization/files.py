@@ -31,15 +31,16 @@ CONVERT_HINT = ("Convert it once with the reference library: "
 class Layout:
     name: str
     files: tuple[str, ...]
+    any_of: bool = False  # one of the files is enough (a SentencePiece model under any of its names)
 
     def describe(self) -> str:
-        return " + ".join(self.files)
+        return (" or " if self.any_of else " + ").join(self.files)
 
 
 TOKENIZER_JSON = Layout("tokenizer.json", (TOKENIZER_FILE,))
 WORDPIECE_FILES = Layout("wordpiece", ("vocab.txt",))
 BPE_FILES = Layout("bpe", ("vocab.json", "merges.txt"))
-SENTENCEPIECE = Layout("sentencepiece", SENTENCEPIECE_NAMES)
+SENTENCEPIECE = Layout("sentencepiece", SENTENCEPIECE_NAMES, any_of=True)
 # In the order a directory is searched.
 READABLE = (TOKENIZER_JSON, WORDPIECE_FILES, BPE_FILES)
 

@@ -16,8 +16,9 @@ from tokenizers import decoders, normalizers, pre_tokenizers, processors
 from tokenizers.models import BPE, WordLevel, WordPiece
 
 from .api import token_content
+from . import sentencepiece as spm
 from .ctrl import CTRLTokenizer
-from .files import BPE_FILES, WORDPIECE_FILES, Layout
+from .files import BPE_FILES, SENTENCEPIECE, WORDPIECE_FILES, Layout
 
 if TYPE_CHECKING:
     from .api import Tokenizer
@@ -206,14 +207,25 @@ CTRL = Recipe(
 )
 
 
-# -- SentencePiece families: their native file is a .model; a saved tokenizer.json is used as is ---
+# -- SentencePiece families: built from their .model (see .sentencepiece); a saved tokenizer.json is
+# used as is ------------------------------------------------------------------------------------------
 
-ALBERT = Recipe(name="albert", classes={"AlbertTokenizer": WITHOUT_TYPES})
-CAMEMBERT = Recipe(name="camembert", classes={"CamembertTokenizer": WITHOUT_TYPES})
-XLM_ROBERTA = Recipe(name="xlm-roberta", classes={"XLMRobertaTokenizer": WITHOUT_TYPES})
+ALBERT = Recipe(name="albert", classes={"AlbertTokenizer": WITHOUT_TYPES}, native=SENTENCEPIECE,
+                build=spm.build_albert, finish=spm.finish_albert, special_defaults=spm.ALBERT_SPECIAL_DEFAULTS)
+CAMEMBERT = Recipe(name="camembert", classes={"CamembertTokenizer": WITHOUT_TYPES}, native=SENTENCEPIECE,
+                   build=spm.build_camembert, finish=spm.finish_roberta_like,
+                   special_defaults=spm.ROBERTA_SPECIAL_DEFAULTS)
+XLM_ROBERTA = Recipe(name="xlm-roberta", classes={"XLMRobertaTokenizer": WITHOUT_TYPES}, native=SENTENCEPIECE,
+                     build=spm.build_xlm_roberta, finish=spm.finish_roberta_like,
+                     special_defaults=spm.ROBERTA_SPECIAL_DEFAULTS)
+T5 = Recipe(name="t5", classes={"T5Tokenizer": WITHOUT_TYPES}, native=SENTENCEPIECE, build=spm.build_t5,
+            finish=spm.finish_t5, special_defaults=spm.T5_SPECIAL_DEFAULTS)
+# transformers 5.24's XLNetTokenizer returns token types only when asked (return_token_type_ids=True).
+XLNET = Recipe(name="xlnet", classes={"XLNetTokenizer": WITHOUT_TYPES}, native=SENTENCEPIECE, build=spm.build_xlnet,
+               finish=spm.finish_xlnet, special_defaults=spm.XLNET_SPECIAL_DEFAULTS)
 
 RECIPES: dict[str, Recipe] = {r.name: r for r in (BERT, ROBERTA, GPT2, OPENAI_GPT, CTRL, ALBERT, CAMEMBERT,
-                                                   XLM_ROBERTA)}
+                                                   XLM_ROBERTA, T5, XLNET)}
 
 
 def recipe_for_class(tokenizer_class: str) -> Optional[Recipe]:

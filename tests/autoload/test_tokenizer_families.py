@@ -93,7 +93,7 @@ ROBERTA_SPECIALS = ["<s>", "<pad>", "</s>", "<unk>", "<mask>"]
 # The seed's AutoTokenizer list, in its order: the reference class and how to build it, or None
 # for families autoload does not implement yet.
 SEED_PATTERNS = [
-    ("t5", None),
+    ("t5", ("T5Tokenizer", _sentencepiece_family("T5Tokenizer", ["<pad>", "</s>", "<unk>"]))),
     ("distilbert", ("DistilBertTokenizer", _wordpiece_family("DistilBertTokenizer"))),
     ("albert", ("AlbertTokenizer", _sentencepiece_family("AlbertTokenizer", ["<pad>", "<unk>", "[CLS]", "[SEP]",
                                                                               "[MASK]"]))),
@@ -104,7 +104,8 @@ SEED_PATTERNS = [
     ("openai-gpt", ("OpenAIGPTTokenizer", _word_end_bpe_family("OpenAIGPTTokenizer", write_openai_gpt_files))),
     ("gpt2", ("GPT2Tokenizer", _gpt2)),
     ("transfo-xl", None),
-    ("xlnet", None),
+    ("xlnet", ("XLNetTokenizer", _sentencepiece_family("XLNetTokenizer", ["<unk>", "<s>", "</s>", "<cls>", "<sep>",
+                                                                          "<pad>", "<mask>"]))),
     ("xlm", None),
     ("ctrl", ("CTRLTokenizer", _word_end_bpe_family("CTRLTokenizer", write_ctrl_files))),
     ("electra", ("ElectraTokenizer", _wordpiece_family("ElectraTokenizer"))),
@@ -173,11 +174,12 @@ def test_bpe_files_that_name_no_family_are_refused(tmp_path, minilm_dir, bpe_fil
         AutoTokenizer.from_pretrained(tmp_path)
 
 
-def test_sentencepiece_family_without_tokenizer_json_names_family_and_support(tmp_path):
+def test_sentencepiece_family_without_tokenizer_json_reads_its_model_file(tmp_path):
+    # The family's recipe reads the .model (tests/autoload/test_tokenizer_sentencepiece.py); a
+    # damaged one is named.
     (tmp_path / "spiece.model").write_bytes(b"\x00")
     (tmp_path / "config.json").write_text(json.dumps({"model_type": "albert"}))
-    with pytest.raises(OSError, match=r"AlbertTokenizer \(albert family\).*bert from vocab\.txt; roberta from "
-                                      r"vocab\.json \+ merges\.txt.*tokenizer\.json"):
+    with pytest.raises(OSError, match=r"spiece\.model is not a readable SentencePiece model"):
         AutoTokenizer.from_pretrained(tmp_path)
 
 
