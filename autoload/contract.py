@@ -54,6 +54,9 @@ class ModelContract:
     # An autoregressive language model (each token sees only those before it): what the score
     # and generate tasks need; encoders with an optional causal head are not.
     causal: bool = False
+    # An encoder-decoder (T5): the source runs through an encoder once, a decoder produces the
+    # target from it; score and generate take their encoder-decoder path, embed runs the encoder.
+    encoder_decoder: bool = False
 
     def __post_init__(self) -> None:
         if self.padding_side not in PADDING_SIDES:
