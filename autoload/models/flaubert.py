@@ -94,7 +94,7 @@ CONTRACT = ModelContract(
         registry.QUESTION_ANSWERING: FlaubertForQuestionAnsweringSimple,
     },
     name_patterns=("flaubert",),
-    input_names=("input_ids", "attention_mask", "langs", "token_type_ids"),
+    input_names=("input_ids", "attention_mask", "langs"),
     tokenizer="flaubert",
     tokenizer_class="FlaubertTokenizer",
     rank=65,

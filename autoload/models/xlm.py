@@ -292,12 +292,13 @@ class XLMModel(XLMPreTrainedModel):
             raise ValueError(f"lengths must be ({batch},) values of at most {length}, got {lengths.tolist()}")
         return (torch.arange(length, device=device)[None, :] < lengths[:, None]).long()
 
-    def forward_flat(self, input_ids: torch.Tensor, segments: Segments, langs: Optional[torch.Tensor] = None,
-                     token_type_ids: Optional[torch.Tensor] = None) -> torch.Tensor:
+    def forward_flat(self, input_ids: torch.Tensor, segments: Segments,
+                     langs: Optional[torch.Tensor] = None) -> torch.Tensor:
         """Unpadded inference: (N,) token ids of ``segments``' sequences back to back (and their
-        (N,) languages and token types) → (N, D) last hidden states."""
+        (N,) languages) → (N, D) last hidden states.  No token types: the reference tokenizer
+        never gives any (the padded forward still takes them, as the reference's)."""
         check_flat_inputs(self, input_ids, segments)
-        hidden = self.embed(input_ids, segments.positions, langs, token_type_ids, None)  # (N, D)
+        hidden = self.embed(input_ids, segments.positions, langs, None, None)  # (N, D)
         for i in range(self.config.n_layers):
             hidden = self.block_flat(i, hidden, segments)
         return hidden
@@ -306,10 +307,10 @@ class XLMModel(XLMPreTrainedModel):
 class XLMFlatHead:
     """A head on the flat layout: ``XLMModel.forward_flat``'s inputs, then the head's ``head_flat``."""
 
-    def forward_flat(self, input_ids: torch.Tensor, segments: Segments, langs: Optional[torch.Tensor] = None,
-                     token_type_ids: Optional[torch.Tensor] = None) -> torch.Tensor:
+    def forward_flat(self, input_ids: torch.Tensor, segments: Segments,
+                     langs: Optional[torch.Tensor] = None) -> torch.Tensor:
         """Unpadded inference: (N,) token ids → per-sequence (B, ...) or per-token (N, ...) outputs."""
-        return self.head_flat(self.transformer.forward_flat(input_ids, segments, langs, token_type_ids), segments)
+        return self.head_flat(self.transformer.forward_flat(input_ids, segments, langs), segments)
 
 
 class XLMHeadModel(XLMPreTrainedModel):
@@ -610,7 +611,9 @@ CONTRACT = ModelContract(
         registry.QUESTION_ANSWERING: XLMForQuestionAnsweringSimple,
     },
     name_patterns=("xlm",),
-    input_names=("input_ids", "attention_mask", "langs", "token_type_ids"),
+    # Token types are no declared input: XLMTokenizer returns none (the model has no type table;
+    # its forward looks them up in the word table).  Languages are: the tokenize stage fills them.
+    input_names=("input_ids", "attention_mask", "langs"),
     tokenizer="xlm",
     tokenizer_class="XLMTokenizer",
     rank=120,

@@ -85,8 +85,8 @@ def check_parity_and_rows(case: ModelCase, head: str, tmp_path: Path, inputs: di
 
 
 def check_flat(case: ModelCase, head: str, tmp_path: Path, n_langs: int = 1, call=reference_call) -> None:
-    """The flat path (ragged rows back to back, their languages and token types) equals our
-    padded forward and the reference's at every real token / for every row."""
+    """The flat path (ragged rows back to back, and their languages) equals our padded forward
+    and the reference's at every real token / for every row."""
     reference = build_reference(case, case.heads[head])
     reference.save_pretrained(tmp_path)
     ours = AUTO_CLASSES[head].from_pretrained(tmp_path).prepare_for_inference()
@@ -94,12 +94,10 @@ def check_flat(case: ModelCase, head: str, tmp_path: Path, n_langs: int = 1, cal
     generator = torch.Generator().manual_seed(5)
     width = max(lengths)
     padded = {"input_ids": torch.full((len(lengths), width), case.config["pad_token_id"]),
-              "attention_mask": torch.zeros(len(lengths), width, dtype=torch.long),
-              "token_type_ids": torch.zeros(len(lengths), width, dtype=torch.long)}
+              "attention_mask": torch.zeros(len(lengths), width, dtype=torch.long)}
     for i, n in enumerate(lengths):
         padded["input_ids"][i, :n] = torch.randint(5, case.config["vocab_size"], (n,), generator=generator)
         padded["attention_mask"][i, :n] = 1
-        padded["token_type_ids"][i, :n] = torch.randint(0, 2, (n,), generator=generator)
     if n_langs > 1:
         padded = with_langs(padded, n_langs)
     real = padded["attention_mask"].bool()
@@ -194,10 +192,9 @@ def test_summary_types(summary: str, tmp_path: Path) -> None:
         ours.prepare_for_inference()
         lengths = inputs["attention_mask"].sum(1).tolist()
         real = inputs["attention_mask"].bool()
-        flat = ours.forward_flat(inputs["input_ids"][real], Segments.from_lengths(lengths),
-                                 token_type_ids=inputs["token_type_ids"][real])
+        flat = ours.forward_flat(inputs["input_ids"][real], Segments.from_lengths(lengths))
         for row, n in enumerate(lengths):
-            alone = reference(**{k: v[row:row + 1, :n] for k, v in inputs.items()}).logits[0]
+            alone = reference(**{k: v[row:row + 1, :n] for k, v in inputs.items() if k != "token_type_ids"}).logits[0]
             torch.testing.assert_close(flat[row], alone, atol=ATOL, rtol=RTOL)
 
 
@@ -236,7 +233,7 @@ def test_multiple_choice_equals_reference(tmp_path: Path) -> None:
 # -- contract and refusals ---------------------------------------------------------------------
 def test_contract_and_registry() -> None:
     contract = registry.contract("xlm")
-    assert contract.input_names == ("input_ids", "attention_mask", "langs", "token_type_ids")
+    assert contract.input_names == ("input_ids", "attention_mask", "langs")
     assert registry.model_type_from_name("some/xlm-mlm-enfr-1024") == "xlm"
     assert registry.model_type_from_name("xlm-roberta-base") == "xlm-roberta"
     assert registry.pending("xlm") is None
