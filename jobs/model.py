@@ -18,6 +18,8 @@ import logging
 from dataclasses import dataclass, field, fields
 from typing import Any
 
+from actors.sentence_modules import SentenceModuleError, after_pooling
+from actors.sentence_modules import prompts as st_prompts
 from autoload import AutoConfig, AutoTokenizer, registry
 from autoload.checkpoint import verify_checkpoint, weight_files, weights_digest
 from autoload.sources import FetchOptions, ModelSource, open_source
@@ -131,9 +133,17 @@ def _sentence_transformers(source: ModelSource) -> dict[str, Any]:
                              "pass --pooling mean|cls|last|max to choose one explicitly.")
         if modes:
             found["pooling"] = modes[0]
+        # Pooling of a prompt's tokens too (sentence-transformers' default); instruction models leave them out.
+        found["include_prompt"] = bool(pooling.get("include_prompt", True))
+    try:
+        found.update(st_prompts(_json_file(source, "config_sentence_transformers.json")))
+        if modules:
+            # Dense and Normalize modules after pooling (steps, final normalisation, output width).
+            found.update(after_pooling(modules, lambda name: _json_file(source, name)))
+    except SentenceModuleError as err:
+        raise ModelError(f"{source.where()}: {err}") from None
     if modules:
-        found["normalize"] = "Normalize" in kinds
-        unsupported = sorted(set(kinds) - {"Transformer", "Pooling", "Normalize"})
+        unsupported = sorted(set(kinds) - {"Transformer", "Pooling", "Normalize", "Dense"})
         if unsupported:
             logger.warning("%s has sentence-transformers modules this job does not run (%s): its embeddings will "
                            "differ from sentence-transformers'", source.where(), ", ".join(unsupported))

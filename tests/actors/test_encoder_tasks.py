@@ -163,3 +163,126 @@ def test_single_logit_scores_follow_the_reference_function(single_logit: Path, f
     if function is None:  # sigmoid of the logit: the cross-encoder's relevance, ranking as the logit does
         np.testing.assert_allclose(out["score"].to_numpy(), 1 / (1 + np.exp(-logits)), rtol=1e-5)
     assert "labels" not in out.column_names
+
+
+# -- embed for retrieval: Dense / Normalize modules, truncation, precisions, prompts ---------------
+def _st(model_dir: str):
+    from sentence_transformers import SentenceTransformer
+
+    return SentenceTransformer(model_dir, device="cpu")
+
+
+def _steps(model_dir: str) -> dict:
+    import json
+
+    from actors.sentence_modules import after_pooling
+
+    def read(name: str):
+        path = Path(model_dir) / name
+        return json.loads(path.read_text()) if path.is_file() else None
+
+    return after_pooling(read("modules.json"), read)
+
+
+@pytest.fixture(scope="module")
+def minilm_floats(minilm: str) -> dict:
+    """sentence-transformers' own float32 MiniLM embeddings of SENTENCES: whole, and truncated to 128."""
+    model = _st(minilm)
+    return {"full": model.encode(SENTENCES, convert_to_numpy=True),
+            128: model.encode(SENTENCES, truncate_dim=128, normalize_embeddings=True, convert_to_numpy=True),
+            "query": model.encode(SENTENCES, prompt="query: ", convert_to_numpy=True)}
+
+
+def _embed(model: str, texts: list, prefix: str = "", **kwargs) -> pa.Table:
+    from actors.embed import Embed
+
+    table = pa.table({"text": texts})
+    tokenized = Tokenize(model, text_column="text", max_length=256, prefix=prefix)(table)
+    return Embed(model, pooling="mean", threads=1, **kwargs)(tokenized)
+
+
+def test_minilm_modules_json_ends_with_normalize(minilm: str) -> None:
+    assert _steps(minilm) == {"steps": [], "normalize": True, "dimension": None}
+
+
+@pytest.mark.parametrize("dimensions", [None, 128])
+def test_dimensions_equal_sentence_transformers_truncate_dim(minilm: str, minilm_floats: dict, dimensions) -> None:
+    out = _embed(minilm, SENTENCES, normalize=True, dimensions=dimensions)
+    ours = np.array(out["embedding"].to_pylist(), dtype=np.float32)
+    expected = minilm_floats[dimensions or "full"]
+    assert out["embedding"].type == pa.list_(pa.float32(), dimensions or 384)
+    np.testing.assert_allclose(ours, expected, atol=2e-5)
+    np.testing.assert_allclose(np.linalg.norm(ours, axis=1), 1.0, rtol=1e-5)  # re-normalised after truncation
+
+
+@pytest.mark.parametrize("precision", ["float16", "int8", "uint8", "binary", "ubinary"])
+def test_precisions_equal_sentence_transformers_quantize_embeddings(minilm: str, minilm_floats: dict,
+                                                                    precision: str) -> None:
+    from sentence_transformers.quantization import quantize_embeddings
+
+    from actors.sentence_modules import quantize
+
+    floats = minilm_floats[128]
+    # Calibration ranges as from a larger sample: a little wider than these rows' own (the rows' own
+    # extremes would sit exactly on the end buckets' edges).
+    ranges = np.vstack([floats.min(0) - 0.05, floats.max(0) + 0.05]) if precision in ("int8", "uint8") else None
+    out = _embed(minilm, SENTENCES, normalize=True, dimensions=128, precision=precision,
+                 calibration_ranges=ranges.tolist() if ranges is not None else None)
+    width = 16 if precision.endswith("binary") else 128
+    value_type = {"float16": pa.float16(), "int8": pa.int8(), "uint8": pa.uint8(), "binary": pa.int8(),
+                  "ubinary": pa.uint8()}[precision]
+    assert out["embedding"].type == pa.list_(value_type, width)
+    ours = np.array(out["embedding"].to_pylist())
+    if precision == "float16":
+        np.testing.assert_allclose(ours, floats.astype(np.float16).astype(np.float64), atol=1e-3)
+        return
+    expected = quantize_embeddings(floats, precision=precision, ranges=ranges)
+    assert expected.shape == ours.shape
+    # Our floats differ from sentence-transformers' by ~1e-7, which can move a value sitting on a
+    # bucket edge (or at 0 for the sign bits) by one bucket: the quantisation itself is the
+    # same function (checked exactly on our floats), and the outputs agree but for such edges.
+    our_floats = np.array(_embed(minilm, SENTENCES, normalize=True, dimensions=128)["embedding"].to_pylist(),
+                          dtype=np.float32)
+    np.testing.assert_array_equal(ours, quantize_embeddings(our_floats, precision=precision, ranges=ranges))
+    np.testing.assert_array_equal(quantize(our_floats, precision, ranges), ours)
+    if precision.endswith("int8"):
+        assert np.abs(ours.astype(np.int64) - expected.astype(np.int64)).max() <= 1
+        assert (ours == expected).mean() > 0.99
+    else:
+        assert (np.unpackbits(ours.astype(np.uint8)) != np.unpackbits(expected.astype(np.uint8))).sum() <= 2
+
+
+def test_prompt_equals_sentence_transformers_prompt(minilm: str, minilm_floats: dict) -> None:
+    out = _embed(minilm, SENTENCES, prefix="query: ", normalize=True)
+    np.testing.assert_allclose(np.array(out["embedding"].to_pylist()), minilm_floats["query"], atol=2e-5)
+
+
+@pytest.fixture(scope="module")
+def dense_model(tmp_path_factory: pytest.TempPathFactory, tiny_mlm: Path) -> Path:
+    """A tiny sentence-transformers model saved by sentence-transformers: BERT → mean pooling →
+    Dense(32 → 20, tanh) → Dense(20 → 12, identity) → Normalize, with query/passage prompts."""
+    from sentence_transformers import SentenceTransformer
+    from sentence_transformers.models import Dense, Normalize, Pooling, Transformer
+
+    torch.manual_seed(2)
+    body = Transformer(str(tiny_mlm))
+    modules = [body, Pooling(32, "mean"), Dense(32, 20), Dense(20, 12, activation_function=torch.nn.Identity()),
+               Normalize()]
+    directory = tmp_path_factory.mktemp("dense-st")
+    SentenceTransformer(modules=modules, device="cpu", prompts={"query": "query: ", "passage": "passage: "},
+                        default_prompt_name="query").save(str(directory))
+    return directory
+
+
+def test_a_model_with_dense_modules_equals_sentence_transformers(dense_model: Path) -> None:
+    found = _steps(str(dense_model))
+    assert [s["type"] for s in found["steps"]] == ["Dense", "Dense"] and found["dimension"] == 12
+    assert found["normalize"] is True
+    model = _st(str(dense_model))
+    for prompt, dimensions in (("query: ", None), ("passage: ", 8)):
+        expected = model.encode(SENTENCES, prompt=prompt, truncate_dim=dimensions, normalize_embeddings=True,
+                                convert_to_numpy=True)
+        out = _embed(str(dense_model), SENTENCES, prefix=prompt, normalize=True, steps=found["steps"],
+                     dimensions=dimensions)
+        assert out["embedding"].type == pa.list_(pa.float32(), dimensions or 12)
+        np.testing.assert_allclose(np.array(out["embedding"].to_pylist()), expected, atol=2e-5)
