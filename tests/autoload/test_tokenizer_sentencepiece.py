@@ -5,9 +5,7 @@ token types, pairs, padding, tokens, decoding, special tokens, vocabulary. The m
 unigram and bpe SentencePiece models trained here, with each family's id layout."""
 from __future__ import annotations
 
-import io
 import json
-import random
 from pathlib import Path
 
 import pytest
@@ -19,6 +17,7 @@ from sentencepiece import sentencepiece_model_pb2  # noqa: E402
 from autoload import registry  # noqa: E402
 from autoload.tokenization import AutoTokenizer  # noqa: E402
 from autoload.tokenization.sentencepiece import SentencePieceError, read_model  # noqa: E402
+from sentencepiece_data import CLASSES, FILE_NAMES, LAYOUTS, family_dir, train  # noqa: E402
 
 CORPUS = [
     "Hello world!", "The quick brown fox jumps over the lazy dog.", "HELLO World, MiXeD CaSe lower UPPER",
@@ -29,62 +28,14 @@ CORPUS = [
     "specials <s> </s> <pad> <unk> [CLS] [SEP] [MASK] <mask> <sep> <cls> <eod> <extra_id_0> a<extra_id_1>b",
     "<s>NOTUSED </s>NOTUSED", "", " ", "a", "\n",
 ]
-SYLLABLES = "ka lo mi ne ru ta shi vo pe da zu gri ent ion ung ber ré ça ñu øy".split()
-SCRIPT_WORDS = ("Привет мир Ελληνικά 北京 欢迎 東京 日本語 テキスト café naïve straße 👍 🎉 don't it's 3.14 2026 "
-                "HELLO World the quick brown fox lazy dog").split()
-
-# Each family's id layout, as its released .model files have it.
-LAYOUTS = {
-    "t5": dict(pad_id=0, eos_id=1, unk_id=2, bos_id=-1),
-    "albert": dict(pad_id=0, unk_id=1, bos_id=2, eos_id=3, bos_piece="[CLS]", eos_piece="[SEP]",
-                   control_symbols=["[MASK]"]),
-    "xlnet": dict(unk_id=0, bos_id=1, eos_id=2, control_symbols=["<cls>", "<sep>", "<pad>", "<mask>", "<eod>", "<eop>"]),
-    "camembert": dict(),  # sentencepiece's defaults: <unk> 0, <s> 1, </s> 2
-    "xlm-roberta": dict(),
-}
-FILE_NAMES = {"t5": "spiece.model", "albert": "spiece.model", "xlnet": "spiece.model",
-              "camembert": "sentencepiece.bpe.model", "xlm-roberta": "sentencepiece.bpe.model"}
-CLASSES = {"t5": "T5Tokenizer", "albert": "AlbertTokenizer", "xlnet": "XLNetTokenizer",
-           "camembert": "CamembertTokenizer", "xlm-roberta": "XLMRobertaTokenizer"}
 # transformers 5.24's CamembertTokenizer can't load a bpe-type .model (a TypeError in its
 # conversion): nothing to compare with there.
 CASES = [(family, kind) for family in LAYOUTS for kind in ("unigram", "bpe") if (family, kind) != ("camembert", "bpe")]
 
 
-def _sentences(count: int = 400, seed: int = 0) -> list[str]:
-    rng = random.Random(seed)
-    words = ["".join(rng.choice(SYLLABLES) for _ in range(rng.randint(1, 3))) for _ in range(150)] + SCRIPT_WORDS
-    return [" ".join(rng.choice(words).capitalize() if rng.random() < 0.2 else rng.choice(words)
-                     for _ in range(rng.randint(3, 14))) for _ in range(count)]
-
-
-def train(family: str, kind: str, vocab_size: int = 300, **options) -> bytes:
-    writer = io.BytesIO()
-    spm.SentencePieceTrainer.train(sentence_iterator=iter(_sentences()), model_writer=writer, model_type=kind,
-                                   vocab_size=vocab_size, hard_vocab_limit=False, character_coverage=0.9995,
-                                   num_threads=1, minloglevel=2, **{**LAYOUTS[family], **options})
-    return writer.getvalue()
-
-
 @pytest.fixture(scope="module")
 def models() -> dict[tuple[str, str], bytes]:
     return {(family, kind): train(family, kind) for family in LAYOUTS for kind in ("unigram", "bpe")}
-
-
-@pytest.fixture(autouse=True)
-def t5_and_xlnet_tokenizers(monkeypatch):
-    # Their model files are other work in progress: while the registry still lists t5 / xlnet as
-    # pending, their tokenizer classes are refused before the recipe is reached.
-    monkeypatch.setattr(registry, "NOT_IMPLEMENTED",
-                        tuple(s for s in registry.NOT_IMPLEMENTED if s.model_type not in ("t5", "xlnet")))
-
-
-def family_dir(directory: Path, family: str, model: bytes) -> Path:
-    """The .model under the family's file name, and the family named by the tokenizer class."""
-    directory.mkdir(parents=True, exist_ok=True)
-    (directory / FILE_NAMES[family]).write_bytes(model)
-    (directory / "tokenizer_config.json").write_text(json.dumps({"tokenizer_class": CLASSES[family]}))
-    return directory
 
 
 def _rows(batch, key):
@@ -186,12 +137,26 @@ def test_saved_directory_without_tokenizer_json(models, tmp_path: Path, family: 
     transformers.AutoTokenizer.from_pretrained(str(source)).save_pretrained(saved)
     (saved / "tokenizer.json").unlink()
     (saved / FILE_NAMES[family]).write_bytes(models[family, "unigram"])  # 5.24 does not save the .model itself
-    if family != "t5":  # (t5's model file is work in progress: its tokenizer_class names it)
-        config = json.loads((saved / "tokenizer_config.json").read_text())
-        config.pop("tokenizer_class")
-        (saved / "tokenizer_config.json").write_text(json.dumps(config))
-        (saved / "config.json").write_text(json.dumps({"model_type": family}))
+    config = json.loads((saved / "tokenizer_config.json").read_text())
+    config.pop("tokenizer_class")
+    (saved / "tokenizer_config.json").write_text(json.dumps(config))
+    (saved / "config.json").write_text(json.dumps({"model_type": family}))
+    assert registry.contract(family).tokenizer_class == CLASSES[family]
     assert_same(AutoTokenizer.from_pretrained(saved), transformers.AutoTokenizer.from_pretrained(str(saved)))
+
+
+VARIANTS = [("t5", {"user_defined_symbols": ["<sep2>", "@@"]}), ("xlnet", {"user_defined_symbols": ["<sep2>"]}),
+            ("albert", {"normalization_rule_name": "identity", "split_digits": True}),
+            ("xlm-roberta", {"normalization_rule_name": "identity"}),
+            ("camembert", {"byte_fallback": True, "vocab_size": 600})]
+
+
+@pytest.mark.parametrize("family, options", VARIANTS, ids=[f"{f}-{'-'.join(o)}" for f, o in VARIANTS])
+def test_trainer_variants_equal_the_reference(tmp_path: Path, family: str, options: dict) -> None:
+    """User-defined pieces (added, not special), no charsmap (identity), byte fallback (ignored, as the reference)."""
+    directory = family_dir(tmp_path, family, train(family, "unigram", **options))
+    assert_same(AutoTokenizer.from_pretrained(directory), transformers.AutoTokenizer.from_pretrained(str(directory)),
+                CORPUS + ["a <sep2> b@@c <sep2>"])
 
 
 def test_family_by_name_pattern(models, tmp_path: Path) -> None:
