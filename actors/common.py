@@ -23,6 +23,13 @@ ROW = "__row"
 INPUT_IDS = "__input_ids"
 TOKEN_TYPE_IDS = "__token_type_ids"
 TOKENS = "__tokens"
+# With Windows (actors/tokenize.py), per window: token offsets (start, end flattened), which text
+# of a pair each token is from (-1: special), and its word in that text (-1: none).
+OFFSETS = "__offsets"
+SEQUENCE_IDS = "__sequence_ids"
+WORD_IDS = "__word_ids"
+TEXT = "__text"
+TEXT_PAIR = "__text_pair"
 # With text pairs, when asked: where the second text starts (tokens of the first, specials included).
 PROMPT_TOKENS = "__prompt_tokens"
 # Added by the model stage: padded length of the forward that ran the row (for the padding ratio).

@@ -119,6 +119,9 @@ class Results:
     valid: np.ndarray                     # (rows,) rows without an error (they have sequences)
     per_sequence: dict[str, np.ndarray]   # name → (S, ...)
     per_token: dict[str, Ragged]          # name → values per token of each sequence
+    # The block as the stage got it, e.g. the tokenize stage's offsets and texts for stages that
+    # map tokens back to characters (ner, qa).
+    table: Optional[pa.Table] = None
 
     def tokens_per_row(self) -> np.ndarray:
         """(rows,) int64: tokens each row ran, over all its sequences."""
@@ -234,7 +237,7 @@ class ModelStage:
         with torch.inference_mode():
             per_sequence, per_token, widths = self._run(sequences)
         results = Results(sequences=sequences, num_rows=table.num_rows, valid=valid, per_sequence=per_sequence,
-                          per_token=per_token)
+                          per_token=per_token, table=table)
         table = table.drop_columns([c for c in (INPUT_IDS, TOKEN_TYPE_IDS) if c in table.column_names])
         for name, column in self.columns(results).items():
             table = table.append_column(name, column)

@@ -1,10 +1,13 @@
 """Tokenize stage: text column(s) → token ids as Arrow list<int32>, with the bad-row policy and
-truncation to the model's maximum length (marked per row)."""
+truncation to the model's maximum length (marked per row); or, when a task asks for
+:class:`Windows`, each row cut into overlapping model sequences with what maps their tokens back
+to characters (token-classification strides, question-answering context windows)."""
 from __future__ import annotations
 
 import logging
 import time
-from typing import Any, Optional, Sequence, Union
+from dataclasses import dataclass
+from typing import Any, Callable, Optional, Sequence, Union
 
 import numpy as np
 import pyarrow as pa
@@ -12,18 +15,24 @@ import pyarrow.compute as pc
 
 from autoload import AutoConfig, AutoTokenizer, registry
 from autoload.tokenization import EncodeOptions, encode_batch
+from autoload.tokenization.encode import TRUNCATION_STRATEGIES, windows_of
 
 from .common import (
     BAD_ROW_POLICIES,
     ERROR,
     INPUT_IDS,
+    OFFSETS,
     PROMPT_TOKENS,
     ROW,
     SECONDS,
+    SEQUENCE_IDS,
     SOURCE,
     TOKEN_TYPE_IDS,
     TOKENS,
+    TEXT,
+    TEXT_PAIR,
     TRUNCATED,
+    WORD_IDS,
     BadRowError,
     seconds_column,
 )
@@ -39,6 +48,38 @@ _BINARY_TYPES = (pa.types.is_binary, pa.types.is_large_binary, pa.types.is_binar
 # tokens span a few characters, so this cut changes nothing but for texts padded with
 # thousands of spaces or made of words longer than this (which become a single unknown token).
 _CHARS_PER_TOKEN = 100
+
+
+@dataclass(frozen=True)
+class Windows:
+    """A task's request to cut each row into several model sequences (``Task.tokenize_kwargs``
+    returns ``{"windows": Windows(...)}``), as the reference pipelines do with
+    ``return_overflowing_tokens=True``: windows of at most ``max_length`` tokens (special tokens
+    included), consecutive ones sharing ``stride`` tokens.  With pairs, ``truncation`` says
+    which text is cut into windows (``"only_second"``: each window holds the whole first text,
+    e.g. the question, and a piece of the second, the context).  ``overflow=False`` keeps only
+    the first window: the rest of the text is cut and the row marked ``truncated``.
+
+    The stage then gives, per row, a list of windows in each of ``__input_ids`` (and
+    ``__token_type_ids`` for pairs of a model that takes them), ``__offsets`` (each token's
+    ``start, end`` character offsets into its own text, flattened), ``__sequence_ids`` (-1 for
+    special tokens, else 0 or 1: which text of the pair), ``__word_ids`` (the word of its text
+    a token belongs to, -1 for special tokens) and, per row, ``__text`` (and ``__text_pair``):
+    the texts the offsets point into, so a later stage maps tokens back to characters.
+    """
+
+    max_length: int
+    stride: int = 0
+    truncation: str = "longest_first"
+    overflow: bool = True
+    # Longest text kept (in tokens, as characters at _CHARS_PER_TOKEN each) before tokenizing.
+    max_text_tokens: int = 1 << 20
+
+    def __post_init__(self) -> None:
+        if self.truncation not in TRUNCATION_STRATEGIES[:3]:
+            raise ValueError(f"Windows.truncation must be one of {TRUNCATION_STRATEGIES[:3]}, got {self.truncation!r}")
+        if not 0 <= self.stride < self.max_length:
+            raise ValueError(f"Windows.stride must be in [0, max_length={self.max_length}), got {self.stride}")
 
 
 class Tokenize:
@@ -64,6 +105,8 @@ class Tokenize:
         storage_options: Optional[dict] = None,
         cache_dir: Optional[str] = None,
         prompt_boundary: bool = False,
+        windows: Optional[Windows] = None,
+        prefix: str = "",
     ) -> None:
         if on_bad_row not in BAD_ROW_POLICIES:
             raise ValueError(f"on_bad_row must be one of {BAD_ROW_POLICIES}, got {on_bad_row!r}")
@@ -72,13 +115,19 @@ class Tokenize:
         # What the model stage passes to forward: token types only where the model takes them.
         self.input_names = registry.contract(AutoConfig.from_pretrained(model, **fetch).model_type).input_names
         self.options = EncodeOptions(truncation="longest_first", max_length=max_length)
+        self.windows = windows
+        if windows is not None:
+            self.options = EncodeOptions(truncation=windows.truncation, max_length=windows.max_length,
+                                         stride=windows.stride)
         self.text_column = text_column
         self.text_pair_column = text_pair_column
         self.on_bad_row = on_bad_row
         self.drop_columns = list(drop_columns)
-        self.max_chars = _CHARS_PER_TOKEN * max_length
+        self.max_chars = _CHARS_PER_TOKEN * (windows.max_text_tokens if windows is not None else max_length)
         # Pairs as prompt + continuation (the score task): mark where the second text starts.
         self.prompt_boundary = prompt_boundary and text_pair_column is not None
+        # A prompt put before every text of the text column (embed --prompt), as sentence-transformers does.
+        self.prefix = prefix
 
     def __call__(self, table: pa.Table) -> pa.Table:
         started = time.perf_counter()
@@ -100,18 +149,21 @@ class Tokenize:
         else:
             pairs = self._cut(pairs, good, cut)
             inputs = [(texts[i], pairs[i]) for i in good]
-        encodings = encode_batch(self.tokenizer, inputs, self.options)
-        slots: list = [None] * table.num_rows
-        for i, encoding in zip(good, encodings):
-            slots[i] = encoding
-            # The backend keeps what truncation cut off as overflowing encodings.
-            cut[i] |= bool(encoding.overflowing)
-        table = table.append_column(INPUT_IDS, _list_column(slots, "ids", pa.int32()))
-        table = table.append_column(TOKENS, pa.array([len(e.ids) if e else 0 for e in slots], type=pa.int32()))
-        table = table.append_column(TRUNCATED, pa.array(cut))
-        if self.text_pair_column is not None and TOKEN_TYPE_INPUT in self.input_names:
-            table = table.append_column(TOKEN_TYPE_IDS, _list_column(slots, "type_ids", pa.int8()))
-        if self.prompt_boundary:
+        if self.windows is not None:
+            table = self._windowed(table, good, inputs, problems, cut)
+        else:
+            encodings = encode_batch(self.tokenizer, inputs, self.options)
+            slots: list = [None] * table.num_rows
+            for i, encoding in zip(good, encodings):
+                slots[i] = encoding
+                # The backend keeps what truncation cut off as overflowing encodings.
+                cut[i] |= bool(encoding.overflowing)
+            table = table.append_column(INPUT_IDS, _list_column(slots, "ids", pa.int32()))
+            table = table.append_column(TOKENS, pa.array([len(e.ids) if e else 0 for e in slots], type=pa.int32()))
+            table = table.append_column(TRUNCATED, pa.array(cut))
+            if self.text_pair_column is not None and TOKEN_TYPE_INPUT in self.input_names:
+                table = table.append_column(TOKEN_TYPE_IDS, _list_column(slots, "type_ids", pa.int8()))
+        if self.prompt_boundary and self.windows is None:
             table = table.append_column(PROMPT_TOKENS, pa.array([_second_start(e) for e in slots], type=pa.int32()))
         if self.on_bad_row == "flag":
             table = table.append_column(ERROR, pa.array([p or None for p in problems], type=pa.string()))
@@ -119,6 +171,53 @@ class Tokenize:
             table = table.drop_columns(self.drop_columns)
         elapsed = time.perf_counter() - started
         return table.append_column(SECONDS + "tokenize", seconds_column(elapsed, table.num_rows))
+
+    def _windowed(self, table: pa.Table, good: list[int], inputs: list, problems: list[str], cut: np.ndarray
+                  ) -> pa.Table:
+        """The windows' columns (see :class:`Windows`).  A row the windows can't hold (a first
+        text that leaves no room for the second) becomes a bad row, like a null text."""
+        try:
+            encodings = encode_batch(self.tokenizer, inputs, self.options)
+        except Exception:  # the backend refuses the whole batch: find the rows it refuses
+            encodings = []
+            for i, item in zip(good, inputs):
+                try:
+                    encodings.extend(encode_batch(self.tokenizer, [item], self.options))
+                except Exception as err:
+                    encodings.append(None)
+                    problems[i] = (f"it can't be cut into windows of {self.windows.max_length} tokens with stride "
+                                   f"{self.windows.stride} ({err}); shorten the first text or raise the window length")
+            bad = [i for i, e in zip(good, encodings) if e is None]
+            if bad and self.on_bad_row == "error":
+                raise BadRowError(f"{self._where(table, bad[0])}: {problems[bad[0]]}. Or rerun with --on-bad-row flag "
+                                  f"to write such rows with a null output and an '{ERROR}' column.")
+        slots: list = [None] * table.num_rows
+        for i, encoding in zip(good, encodings):
+            if encoding is None:
+                continue
+            slots[i] = windows_of(encoding) if self.windows.overflow else [encoding]
+            cut[i] |= not self.windows.overflow and bool(encoding.overflowing)
+        table = table.append_column(INPUT_IDS, _nested_column(slots, lambda e: e.ids, pa.int32()))
+        table = table.append_column(TOKENS, pa.array([sum(len(e.ids) for e in w) if w else 0 for w in slots],
+                                                     type=pa.int32()))
+        table = table.append_column(TRUNCATED, pa.array(cut))
+        if self.text_pair_column is not None and TOKEN_TYPE_INPUT in self.input_names:
+            table = table.append_column(TOKEN_TYPE_IDS, _nested_column(slots, lambda e: e.type_ids, pa.int8()))
+        table = table.append_column(OFFSETS, _nested_column(slots, lambda e: [c for o in e.offsets for c in o],
+                                                            pa.int32()))
+        none_as = lambda values: [-1 if v is None else v for v in values]  # noqa: E731
+        table = table.append_column(SEQUENCE_IDS, _nested_column(slots, lambda e: none_as(e.sequence_ids), pa.int8()))
+        table = table.append_column(WORD_IDS, _nested_column(slots, lambda e: none_as(e.word_ids), pa.int32()))
+        # The texts the offsets point into (the input's, or its first max_text_tokens' worth).
+        for column, part in ((TEXT, 0), (TEXT_PAIR, 1)):
+            if part == 1 and self.text_pair_column is None:
+                break
+            values: list = [None] * table.num_rows
+            for i, item in zip(good, inputs):
+                if slots[i] is not None:
+                    values[i] = item[part] if isinstance(item, tuple) else item
+            table = table.append_column(column, pa.array(values, type=pa.large_string()))
+        return table
 
     def _cut(self, texts: list, rows: list[int], cut: np.ndarray) -> list:
         """``texts`` with the given rows cut to ``max_chars`` characters, marked in ``cut``."""
@@ -130,7 +229,10 @@ class Tokenize:
 
     def _texts(self, table: pa.Table, column: str) -> tuple[list, list[str]]:
         """The column as Python strings, and per row a problem description ("" when fine)."""
-        return _column_texts(table[column], column)
+        texts, problems = _column_texts(table[column], column)
+        if self.prefix and column == self.text_column:
+            texts = [t if problem else self.prefix + t for t, problem in zip(texts, problems)]
+        return texts, problems
 
     @staticmethod
     def _where(table: pa.Table, index: int) -> str:
@@ -213,3 +315,18 @@ def _list_column(encodings: list, field: str, value_type: pa.DataType) -> pa.Lis
     parts = [np.asarray(getattr(e, field), dtype=value_type.to_pandas_dtype()) for e in encodings if e]
     values = np.concatenate(parts) if parts else np.zeros(0, dtype=value_type.to_pandas_dtype())
     return pa.ListArray.from_arrays(pa.array(offsets), pa.array(values, type=value_type))
+
+
+def _nested_column(rows: list, read: Callable[[Any], Sequence[int]], value_type: pa.DataType) -> pa.ListArray:
+    """list<list<value_type>>: per row, per window (an encoding) ``read(window)``; an empty list
+    for rows without windows."""
+    dtype = value_type.to_pandas_dtype()
+    windows = [w for row in rows if row for w in row]
+    inner = np.zeros(len(windows) + 1, dtype=np.int32)
+    parts = [np.asarray(read(w), dtype=dtype) for w in windows]
+    np.cumsum([len(p) for p in parts], out=inner[1:])
+    outer = np.zeros(len(rows) + 1, dtype=np.int32)
+    np.cumsum([len(row) if row else 0 for row in rows], out=outer[1:])
+    values = np.concatenate(parts) if parts else np.zeros(0, dtype=dtype)
+    per_window = pa.ListArray.from_arrays(pa.array(inner), pa.array(values, type=value_type))
+    return pa.ListArray.from_arrays(pa.array(outer), per_window)

@@ -77,6 +77,12 @@ def encode_batch(tokenizer: "Tokenizer", inputs: list, options: EncodeOptions) -
             backend.no_padding()
 
 
+def windows_of(encoding: Encoding) -> list[Encoding]:
+    """An encoding truncated with a stride and the windows truncation cut off after it, in text
+    order: the reference's ``return_overflowing_tokens=True`` sequences for one input."""
+    return [encoding, *encoding.overflowing]
+
+
 def fields(encodings: list[Encoding], names: Iterable[str]) -> dict[str, list]:
     """The named outputs (see :data:`FIELDS`) of every encoding, in the reference's key order."""
     wanted = set(names)
