@@ -32,6 +32,7 @@ import pyarrow.parquet as pq
 from fsspec.implementations.local import LocalFileSystem
 
 from autoload.storage import redact_text, retry
+from jobs import records as records_file
 from jobs.plan import filesystem, join_url
 
 logger = logging.getLogger(__name__)
@@ -73,7 +74,9 @@ def prepare(output: str, storage_options: dict[str, Any], identity: dict[str, An
         retry(lambda: fs.rm(join_url(root, SUCCESS)), f"remove {output}/{SUCCESS}")
     manifest = _read_json(fs, root, MANIFEST, output) if MANIFEST in sizes else None
     previous_job = _read_json(fs, root, JOB, output) if JOB in sizes else None
-    records = _read_records(fs, root, output, [p for p in sizes if _is_record(p)])
+    # Records folded into the side file, then any JSON ones committed since (they win).
+    records = {**(_read_files(fs, root, output) if records_file.FILES in sizes else {}),
+               **_read_records(fs, root, output, [p for p in sizes if _is_record(p)])}
     if not overwrite:
         _refuse_other_jobs(shown, identity, job, manifest, previous_job, records)
 
@@ -84,7 +87,10 @@ def prepare(output: str, storage_options: dict[str, Any], identity: dict[str, An
     earlier = set(records) | _manifest_outputs(manifest)
     stale = sorted(name for name in earlier - set(expected) if name in sizes)
     # Records go first: no record may outlive, even for a moment, the data it vouches for.
-    _remove(fs, root, output, [_record_name(n) for n in records if n not in committed]
+    # The side file is rewritten with the kept records alone before anything is deleted, and
+    # then every JSON record can go (kept ones are in the side file).
+    _put_files(fs, root, output, committed)
+    _remove(fs, root, output, [p for p in sizes if _is_record(p)]
             + [p for p in sizes if p.endswith(_PARTIAL)] + ([MANIFEST] if overwrite and manifest else []))
     if any(p.startswith(TEMPORARY + "/") for p in sizes):
         remove_temporary(output, storage_options)
@@ -120,8 +126,9 @@ def commit(output: str, storage_options: dict[str, Any], manifest: dict[str, Any
     (earlier results of input rows that this run could not read) and the temporary files go."""
     fs, root = filesystem(output, storage_options)
     _remove(fs, root, output, [_record_name(n) for n in discard] + discard)
+    _fold_records(fs, root, output, set(discard))
     remove_temporary(output, storage_options)
-    _put_json(fs, root, MANIFEST, manifest, f"{output}/{MANIFEST}")
+    _put_json(fs, root, MANIFEST, _manifest_to_write(manifest), f"{output}/{MANIFEST}")
     retry(lambda: put_atomic(fs, join_url(root, SUCCESS), b""), f"write {output}/{SUCCESS}")
 
 
@@ -222,6 +229,54 @@ def _read_records(fs: fsspec.AbstractFileSystem, root: str, output: str, paths: 
 
 def _matches(record: dict[str, Any], expected: dict[str, Any], size: Optional[int]) -> bool:
     return all(record.get(k) == v for k, v in expected.items()) and size is not None and size == record.get("bytes")
+
+
+def _read_files(fs: fsspec.AbstractFileSystem, root: str, output: str) -> dict[str, dict[str, Any]]:
+    """The records in the side file (one request, or a few ranged reads); {} when unreadable."""
+    try:
+        return records_file.decode(retry(lambda: fs.cat_file(join_url(root, records_file.FILES)),
+                                         f"read {output}/{records_file.FILES}"))
+    except (ValueError, FileNotFoundError) as err:
+        logger.warning("ignoring the unreadable %s/%s (%s); its units are recomputed", redact_text(output),
+                       records_file.FILES, err)
+        return {}
+
+
+def _put_files(fs: fsspec.AbstractFileSystem, root: str, output: str, records: dict[str, dict[str, Any]]) -> None:
+    """Make the side file hold exactly ``records`` (none: no side file)."""
+    if records:
+        retry(lambda: put_atomic(fs, join_url(root, records_file.FILES), records_file.encode(records)),
+              f"write {output}/{records_file.FILES}")
+    else:
+        _remove(fs, root, output, [records_file.FILES])
+
+
+def _fold_records(fs: fsspec.AbstractFileSystem, root: str, output: str, discard: set[str]) -> None:
+    """Fold the JSON commit records into the side file, then delete them: a resume reads one
+    object instead of one per file.  A crash between the two leaves both, saying the same."""
+    try:
+        found = retry(lambda: fs.find(join_url(root, COMMITS)), f"list {output}/{COMMITS}")
+    except FileNotFoundError:
+        found = []
+    paths = [posixpath.relpath(p, root) for p in found]
+    paths = [p for p in paths if _is_record(p)]
+    if not paths and not discard:
+        return
+    exists = retry(lambda: fs.exists(join_url(root, records_file.FILES)), f"look up {output}/{records_file.FILES}")
+    records = {**(_read_files(fs, root, output) if exists else {}), **_read_records(fs, root, output, paths)}
+    _put_files(fs, root, output, {name: record for name, record in records.items() if record and name not in discard})
+    _remove(fs, root, output, paths)
+
+
+def _manifest_to_write(manifest: dict[str, Any]) -> dict[str, Any]:
+    """The manifest as stored: with the per-input list when it is small, else without it (the
+    side file has the same facts per output file); either way pointing to the side file."""
+    shards = manifest.get("shards")
+    inline = not isinstance(shards, list) or len(shards) <= records_file.MANIFEST_SHARDS_INLINE
+    count = sum(len(s.get("outputs", [])) for s in shards) if isinstance(shards, list) else 0
+    stored = dict(manifest) if inline else {k: v for k, v in manifest.items() if k != "shards"}
+    stored["files"] = records_file.pointer(count, inline)
+    return stored
 
 
 def _manifest_outputs(manifest: Optional[dict[str, Any]]) -> set[str]:

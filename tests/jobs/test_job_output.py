@@ -107,7 +107,9 @@ def test_resume_recomputes_what_no_longer_matches(out: str) -> None:
     kept = prepare(out, {}, IDENTITY, expected, overwrite=False)
     assert sorted(kept) == ["a.parquet"]  # b's input changed, c's data is not the recorded one, d has no valid record
     # Records of units to recompute are gone; so is the earlier run's file this run no longer writes.
-    assert _files(out) == {"_job.json", "a.parquet", "b.parquet", "c.parquet", "_commits/a.parquet.json"}
+    # The kept record is folded into the side file (jobs/records.py); no JSON record is left.
+    assert _files(out) == {"_job.json", "a.parquet", "b.parquet", "c.parquet", "_files.parquet"}
+    assert sorted(_side_file(out)) == ["a.parquet"]
 
 
 def test_another_jobs_output_is_refused_unless_overwrite(out: str) -> None:
@@ -133,7 +135,15 @@ def test_discarded_units_go_with_the_commit(out: str) -> None:
     _commit(out, "a.parquet")
     _commit(out, "b.parquet")
     commit(out, {}, {"fingerprint": JOB, "identity": IDENTITY, "shards": []}, discard=["b.parquet", "never.parquet"])
-    assert _files(out) == {"_job.json", "a.parquet", "_commits/a.parquet.json", "_manifest.json", "_SUCCESS"}
+    assert _files(out) == {"_job.json", "a.parquet", "_files.parquet", "_manifest.json", "_SUCCESS"}
+    assert sorted(_side_file(out)) == ["a.parquet"]
+
+
+def _side_file(url: str) -> dict:
+    from jobs import records
+
+    fs, root = fsspec.core.url_to_fs(url)
+    return records.decode(fs.cat_file(root.rstrip("/") + "/_files.parquet"))
 
 
 def test_an_output_without_job_identity_is_refused(out: str) -> None:
