@@ -10,13 +10,13 @@ import pyarrow as pa
 import pytest
 import torch
 
+import encoder_task_data
 from actors.common import ERROR, ROW, SOURCE, BadRowError
 from actors.fill_mask import FillMask
 from actors.tokenize import Tokenize
 
 transformers = pytest.importorskip("transformers")
 
-TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.txt", "special_tokens_map.json")
 MASKED = [
     "The capital of France is [MASK].",
     "A [MASK] walks over the old stone [MASK] near the river.",
@@ -32,15 +32,7 @@ def _tokenized(model: str, texts: list, on_bad_row: str = "error", max_length: i
 
 @pytest.fixture(scope="module")
 def tiny_mlm(tmp_path_factory: pytest.TempPathFactory, minilm: str) -> Path:
-    """A tiny BertForMaskedLM saved by the reference library, with MiniLM's tokenizer."""
-    torch.manual_seed(0)
-    directory = tmp_path_factory.mktemp("tiny-mlm")
-    config = transformers.BertConfig(vocab_size=30522, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
-                                     intermediate_size=48, max_position_embeddings=64, initializer_range=0.3)
-    transformers.BertForMaskedLM(config).eval().save_pretrained(directory)
-    for name in TOKENIZER_FILES:
-        (directory / name).write_bytes((Path(minilm) / name).read_bytes())
-    return directory
+    return encoder_task_data.tiny_mlm(tmp_path_factory.mktemp("tiny-mlm"), minilm)
 
 
 def _reference_fill(model_dir: Path, texts: list[str], **kwargs) -> list:
@@ -101,28 +93,17 @@ def test_fill_mask_a_row_without_a_mask_is_a_bad_row(tiny_mlm: Path) -> None:
 # -- classify: functions, multi-label, logits ----------------------------------------------------
 SENTENCES = ["A short one.", "The river carries water from the mountain to the ocean.", "Hello world",
              "Markets change over a season, and the report explains it simply.", "Yes"]
-LABELS = {0: "sports", 1: "politics", 2: "science", 3: "art"}
-
-
-def _tiny_classifier(directory: Path, minilm: str, **config) -> Path:
-    torch.manual_seed(1)
-    reference = transformers.BertConfig(vocab_size=30522, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
-                                        intermediate_size=48, max_position_embeddings=64, initializer_range=0.4, **config)
-    transformers.BertForSequenceClassification(reference).eval().save_pretrained(directory)
-    for name in TOKENIZER_FILES:
-        (directory / name).write_bytes((Path(minilm) / name).read_bytes())
-    return directory
+LABELS = encoder_task_data.LABELS
 
 
 @pytest.fixture(scope="module")
 def multi_label(tmp_path_factory: pytest.TempPathFactory, minilm: str) -> Path:
-    return _tiny_classifier(tmp_path_factory.mktemp("multi-label"), minilm, problem_type="multi_label_classification",
-                            id2label=LABELS, label2id={v: k for k, v in LABELS.items()})
+    return encoder_task_data.multi_label_classifier(tmp_path_factory.mktemp("multi-label"), minilm)
 
 
 @pytest.fixture(scope="module")
 def single_logit(tmp_path_factory: pytest.TempPathFactory, minilm: str) -> Path:
-    return _tiny_classifier(tmp_path_factory.mktemp("single-logit"), minilm, num_labels=1)
+    return encoder_task_data.tiny_classifier(tmp_path_factory.mktemp("single-logit"), minilm, num_labels=1)
 
 
 def _reference_classify(model_dir: Path, texts: list[str], **kwargs) -> list[dict[str, float]]:
@@ -259,19 +240,7 @@ def test_prompt_equals_sentence_transformers_prompt(minilm: str, minilm_floats: 
 
 @pytest.fixture(scope="module")
 def dense_model(tmp_path_factory: pytest.TempPathFactory, tiny_mlm: Path) -> Path:
-    """A tiny sentence-transformers model saved by sentence-transformers: BERT → mean pooling →
-    Dense(32 → 20, tanh) → Dense(20 → 12, identity) → Normalize, with query/passage prompts."""
-    from sentence_transformers import SentenceTransformer
-    from sentence_transformers.models import Dense, Normalize, Pooling, Transformer
-
-    torch.manual_seed(2)
-    body = Transformer(str(tiny_mlm))
-    modules = [body, Pooling(32, "mean"), Dense(32, 20), Dense(20, 12, activation_function=torch.nn.Identity()),
-               Normalize()]
-    directory = tmp_path_factory.mktemp("dense-st")
-    SentenceTransformer(modules=modules, device="cpu", prompts={"query": "query: ", "passage": "passage: "},
-                        default_prompt_name="query").save(str(directory))
-    return directory
+    return encoder_task_data.dense_sentence_model(tmp_path_factory.mktemp("dense-st"), tiny_mlm)
 
 
 def test_a_model_with_dense_modules_equals_sentence_transformers(dense_model: Path) -> None:
