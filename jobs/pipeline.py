@@ -32,7 +32,7 @@ from autoload.storage import object_version, redact_text, retry
 from jobs import output
 from jobs.placement import Resources
 from jobs.plan import Plan, Unit, filesystem, is_bad_file, without_view_types
-from jobs.progress import ProgressCounter, ProgressReporter, StallError, Watchdog
+from jobs.progress import ProgressCounter, ProgressDisplay, ProgressReporter, StallError, Watchdog
 from jobs.spec import GENERATED_ID, JobSpec
 
 logger = logging.getLogger(__name__)
@@ -210,7 +210,10 @@ def run(spec: JobSpec, plan: Plan, units: list[Unit], job: str, stage_class: typ
     context = ray.data.DataContext.get_current()
     # No block splitting: a unit must reach the sink as one block to become one whole file.
     context.target_max_block_size = None
-    context.enable_progress_bars = True
+    display = ProgressDisplay(sum(u.row_stop - u.row_start for u in units), len(units))
+    # One bar a person can read on a terminal: ours counts rows and tokens; Ray Data's would
+    # add one per operator, counting blocks.  Elsewhere Ray Data's periodic log lines stay.
+    context.enable_progress_bars = not display.live
     # A user-code error (a bad row) arrives as itself, not as a generic UserCodeException.
     context.raise_original_map_exception = True
     counter = ProgressCounter.remote()
@@ -253,7 +256,8 @@ def run(spec: JobSpec, plan: Plan, units: list[Unit], job: str, stage_class: typ
     )
     before = set(threading.enumerate())
     watchdog = Watchdog(counter, timeout=spec.stall_timeout, total_rows=sum(u.row_stop - u.row_start for u in units),
-                        resources=resources, stop=lambda error: _stop_executors(before, error))
+                        resources=resources, stop=lambda error: _stop_executors(before, error), total_files=len(units),
+                        display=display)
     watchdog.start()
     stats: list[dict[str, Any]] = []
     try:

@@ -21,7 +21,11 @@ from jobs.placement import TASK_CPUS, Resources
 
 logger = logging.getLogger(__name__)
 
-PROGRESS_LOG_SECONDS = 30.0
+# A progress line this often when the console is no terminal (a log file, a cluster's job log).
+PROGRESS_LOG_SECONDS = 10.0
+# The rate (and so the ETA) is measured over this much recent time: the actors' start-up, or
+# a slow first batch, stop counting once the job runs steadily.
+RATE_WINDOW_SECONDS = 60.0
 
 
 @ray.remote(num_cpus=0, max_restarts=-1)
@@ -66,14 +70,17 @@ class Watchdog(threading.Thread):
     sets ``stalled`` to the message and calls ``stop`` with the error (which ends the pipeline)."""
 
     def __init__(self, counter: Any, *, timeout: float, total_rows: int, resources: Resources,
-                 stop: Callable[[BaseException], None], poll: Optional[float] = None) -> None:
+                 stop: Callable[[BaseException], None], poll: Optional[float] = None, total_files: int = 0,
+                 display: Optional["ProgressDisplay"] = None) -> None:
         super().__init__(daemon=True, name="autoinfer-watchdog")
         self.counter = counter
         self.timeout = timeout
         self.total_rows = total_rows
         self.resources = resources
         self.stop_pipeline = stop
-        self.poll = poll or min(5.0, max(0.2, timeout / 5))
+        self.display = display or ProgressDisplay(total_rows, total_files)
+        # A live bar moves every second; log lines come every PROGRESS_LOG_SECONDS anyway.
+        self.poll = poll or min(1.0 if self.display.live else 5.0, max(0.2, timeout / 5))
         self.stalled: Optional[str] = None
         self.actors: dict[str, str] = {}
         self._done = threading.Event()
@@ -91,7 +98,10 @@ class Watchdog(threading.Thread):
         """Stop watching; the model actors' nodes as last reported ({actor id: node id})."""
         self._done.set()
         self.join(timeout=10)
-        self._read()
+        snapshot = self._read()
+        if snapshot:
+            self.display.show(time.monotonic(), snapshot["rows"], snapshot["tokens"], self._units)
+        self.display.close()
         return self.actors
 
     def _read(self) -> Optional[dict[str, Any]]:
@@ -111,7 +121,7 @@ class Watchdog(threading.Thread):
             if snapshot and snapshot["rows"] != self._rows:
                 self._rows = snapshot["rows"]
                 self._moved = now
-            if snapshot and now - logged >= PROGRESS_LOG_SECONDS:
+            if snapshot and (self.display.live or now - logged >= PROGRESS_LOG_SECONDS):
                 logged = now
                 self._log_progress(snapshot, now)
             idle = now - self._moved
@@ -129,14 +139,85 @@ class Watchdog(threading.Thread):
             return
 
     def _log_progress(self, snapshot: dict[str, Any], now: float) -> None:
-        elapsed = now - self._began
-        rate = snapshot["rows"] / elapsed if elapsed else 0.0
-        left = max(0, self.total_rows - snapshot["rows"])
-        eta = f", about {left / rate:.0f} s left" if rate else ""
-        logger.info("progress: %d of %d rows through the model (%.0f%%), %d tokens, %d file(s) committed, "
-                    "%.1f rows/s%s", snapshot["rows"], self.total_rows,
-                    100 * snapshot["rows"] / self.total_rows if self.total_rows else 100.0,
-                    snapshot["tokens"], self._units, rate, eta)
+        self.display.show(now, snapshot["rows"], snapshot["tokens"], self._units)
+
+
+class ProgressDisplay:
+    """What a person watching the job sees: rows and tokens through the model, files committed,
+    the recent rate and the time left.  Counts are rows (the model actors report them after
+    every micro-batch), never Ray Data's blocks.
+
+    On a terminal a live bar (tqdm) redraws in place; anywhere else (a log file, a cluster's
+    job log) a log line every :data:`PROGRESS_LOG_SECONDS`, which the watchdog paces."""
+
+    def __init__(self, total_rows: int, total_files: int = 0, live: Optional[bool] = None) -> None:
+        self.total_rows = total_rows
+        self.total_files = total_files
+        self.live = _stderr_is_terminal() if live is None else live
+        self._history: list[tuple[float, int, int]] = []  # (time, rows, tokens) within the rate window
+        self._began = time.monotonic()
+        self._bar: Any = None
+        if self.live:
+            try:
+                from tqdm import tqdm
+            except ImportError:  # no bar without tqdm: log lines instead
+                self.live = False
+            else:
+                self._bar = tqdm(total=total_rows, unit="row", unit_scale=True, dynamic_ncols=True,
+                                 desc="rows through the model", smoothing=0.1)
+
+    def rates(self, now: float, rows: int, tokens: int) -> tuple[float, float]:
+        """(rows/s, tokens/s) over the last :data:`RATE_WINDOW_SECONDS` (since the start at first)."""
+        self._history.append((now, rows, tokens))
+        while len(self._history) > 2 and now - self._history[1][0] >= RATE_WINDOW_SECONDS:
+            self._history.pop(0)
+        then, rows_then, tokens_then = self._history[0] if len(self._history) > 1 else (self._began, 0, 0)
+        span = now - then
+        return ((rows - rows_then) / span, (tokens - tokens_then) / span) if span > 0 else (0.0, 0.0)
+
+    def line(self, now: float, rows: int, tokens: int, files: int) -> str:
+        """The progress line: ``1,200 of 10,000 rows (12%), 30,000 tokens, 3 of 25 file(s) committed,
+        240 rows/s, 6,000 tokens/s, about 37 s left``."""
+        row_rate, token_rate = self.rates(now, rows, tokens)
+        share = 100 * rows / self.total_rows if self.total_rows else 100.0
+        left = max(0, self.total_rows - rows)
+        eta = f", about {format_duration(left / row_rate)} left" if row_rate > 0 and left else ""
+        of_files = f" of {self.total_files:,}" if self.total_files else ""
+        return (f"{rows:,} of {self.total_rows:,} rows ({share:.0f}%), {tokens:,} tokens, {files:,}{of_files} "
+                f"file(s) committed, {row_rate:,.1f} rows/s, {token_rate:,.0f} tokens/s{eta}")
+
+    def show(self, now: float, rows: int, tokens: int, files: int) -> None:
+        if self._bar is None:
+            logger.info("progress: %s", self.line(now, rows, tokens, files))
+            return
+        row_rate, token_rate = self.rates(now, rows, tokens)
+        self._bar.update(max(0, rows - self._bar.n))
+        self._bar.set_postfix_str(f"{tokens:,} tokens, {token_rate:,.0f} tok/s, {files:,}"
+                                  f"{f'/{self.total_files:,}' if self.total_files else ''} files", refresh=True)
+
+    def close(self) -> None:
+        if self._bar is not None:
+            self._bar.close()
+            self._bar = None
+
+
+def format_duration(seconds: float) -> str:
+    """``42 s``, ``7 min 5 s``, ``3 h 12 min``: a person reads an ETA at this precision."""
+    seconds = int(round(seconds))
+    if seconds < 60:
+        return f"{seconds} s"
+    if seconds < 3600:
+        return f"{seconds // 60} min {seconds % 60} s"
+    return f"{seconds // 3600} h {seconds % 3600 // 60} min"
+
+
+def _stderr_is_terminal() -> bool:
+    import sys
+
+    try:
+        return sys.stderr.isatty()
+    except (AttributeError, ValueError):  # replaced or closed stderr
+        return False
 
 
 def waiting_for_resources(resources: Resources) -> Optional[str]:
