@@ -178,12 +178,18 @@ class Tokenize:
         text that leaves no room for the second) becomes a bad row, like a null text."""
         try:
             encodings = encode_batch(self.tokenizer, inputs, self.options)
-        except Exception:  # the backend refuses the whole batch: find the rows it refuses
+        # The backend refuses the whole batch (a Rust panic, not an Exception, when the first text
+        # leaves less room than the stride): find the rows it refuses.
+        except BaseException as err:  # noqa: B036
+            if isinstance(err, (KeyboardInterrupt, SystemExit)):
+                raise
             encodings = []
             for i, item in zip(good, inputs):
                 try:
                     encodings.extend(encode_batch(self.tokenizer, [item], self.options))
-                except Exception as err:
+                except BaseException as err:  # noqa: B036
+                    if isinstance(err, (KeyboardInterrupt, SystemExit)):
+                        raise
                     encodings.append(None)
                     problems[i] = (f"it can't be cut into windows of {self.windows.max_length} tokens with stride "
                                    f"{self.windows.stride} ({err}); shorten the first text or raise the window length")

@@ -61,6 +61,12 @@ class Task:
         """The columns the stage adds, by name and type."""
         raise NotImplementedError
 
+    def text_columns(self, settings: Mapping[str, Any], model: "ResolvedModel") -> Optional[tuple[str, Optional[str]]]:
+        """The (text, pair) input columns the task reads instead of --text-column and
+        --text-pair-column (e.g. qa's --question-column / --context-column, in the order the
+        model wants them), or None for the job's."""
+        return None
+
     def tokenize_kwargs(self, settings: Mapping[str, Any], model: "ResolvedModel") -> dict[str, Any]:
         """What the task changes in the tokenize stage (e.g. a longer cap for texts it windows)."""
         return {}
@@ -75,13 +81,15 @@ class Task:
 
 
 class CausalLMTask(Task):
-    """A task that needs an autoregressive language model (score, generate)."""
+    """A task that needs a language model trained to produce text (score, generate): an
+    autoregressive decoder, or an encoder-decoder whose decoder reads the encoded source (T5)."""
 
     def unfit(self, contract: ModelContract) -> Optional[str]:
-        if contract.causal:
+        if contract.causal or contract.encoder_decoder:
             return None
         return (f"it needs a causal language model, and {contract.model_type} is an encoder (its causal-LM head, "
-                "where it has one, is not what it was trained as); use a GPT-style model (gpt2, openai-gpt, ctrl)")
+                "where it has one, is not what it was trained as); use a GPT-style model (gpt2, openai-gpt, ctrl) "
+                "or an encoder-decoder (t5)")
 
 
 _REGISTERED: dict[str, type[Task]] = {}
