@@ -21,7 +21,7 @@ from typing import Any, Callable, Optional
 import fsspec
 from filelock import FileLock
 
-from .storage import object_version, redact_text, retry
+from .storage import object_version, redact_text, retry, scoped_options
 
 logger = logging.getLogger(__name__)
 
@@ -217,7 +217,7 @@ def _cached_name(name: str, options: FetchOptions) -> Optional[ModelSource]:
 
 
 def _storage_options(url: str, options: FetchOptions) -> dict[str, Any]:
-    storage = dict(options.storage_options)
+    storage = scoped_options(url, options.storage_options)
     if options.proxies:
         protocol = url.split("://", 1)[0]
         if protocol in ("s3", "s3a"):
@@ -270,6 +270,9 @@ def open_source(reference: "str | os.PathLike | ModelSource", options: Optional[
 
 
 def _kind(fs: fsspec.AbstractFileSystem, path: str) -> tuple[bool, bool]:
-    """(is a file, exists) of a remote path."""
+    """(is a file, exists) of a remote path.  A path ending in ``/`` names a directory: over
+    HTTP a directory's index page would pass for a file."""
+    if path.endswith("/"):
+        return False, fs.isdir(path)
     is_file = fs.isfile(path)
     return is_file, is_file or fs.isdir(path)

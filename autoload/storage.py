@@ -149,6 +149,52 @@ def object_version(info: Mapping[str, Any]) -> str:
     return f"{stamp}:{info.get('size')}"
 
 
+# -- storage options per protocol --------------------------------------------------------------
+# Protocols that take none of the object-store options given flat (credentials, an endpoint):
+# they get only the options nested under their own name.
+OWN_OPTIONS_ONLY = frozenset({"http", "https", "file", "local"})
+
+
+def _protocol_aliases(protocol: str) -> tuple[str, ...]:
+    """Every name of ``protocol``'s filesystem (``s3``/``s3a``, ``gs``/``gcs``, ``http``/``https``...)."""
+    import fsspec
+
+    try:
+        names = fsspec.get_filesystem_class(protocol).protocol
+    except (ImportError, ValueError):
+        return (protocol,)
+    return (names,) if isinstance(names, str) else tuple(names)
+
+
+def _is_protocol(name: str) -> bool:
+    import fsspec
+
+    return name in fsspec.available_protocols()
+
+
+def scoped_options(url: str, options: Mapping[str, Any]) -> dict[str, Any]:
+    """The storage options that apply to ``url``.
+
+    Options may be given flat (``{"key": ..., "endpoint_url": ...}``: for the object store the
+    job reads and writes), nested per protocol (``{"s3": {...}, "http": {"headers": {...}}}``,
+    fsspec's own convention for chained URLs), or both, the nested ones winning.  Flat options
+    go to every protocol but http(s) and local paths, which take none of an object store's
+    options (an S3 key handed to an HTTP client is an error).  A chained URL (``a::b://``) gets
+    them all: fsspec hands each filesystem of the chain its own.
+    """
+    if "::" in url:
+        return dict(options)
+    protocol = url.split("://", 1)[0].lower() if "://" in url else "file"
+    nested = {k for k, v in options.items() if isinstance(v, Mapping) and _is_protocol(str(k))}
+    flat = {k: v for k, v in options.items() if k not in nested}
+    found: dict[str, Any] = {} if protocol in OWN_OPTIONS_ONLY else flat
+    aliases = _protocol_aliases(protocol)
+    for key in sorted(nested):
+        if key == protocol or key in aliases:
+            found = {**found, **options[key]}
+    return found
+
+
 # -- credentials --------------------------------------------------------------------------------
 MASK = "***"
 # Words in a storage-option key whose value is a credential.

@@ -8,6 +8,7 @@ spec file and the manifest are built from one list.
 from __future__ import annotations
 
 import argparse
+import datetime
 import json
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping
@@ -122,6 +123,16 @@ def non_negative_float(value: Any) -> float:
     return number
 
 
+def iso_date(value: Any) -> str:
+    """A calendar date, YYYY-MM-DD (a YAML date too), returned in that form."""
+    if isinstance(value, datetime.date):
+        return value.isoformat()
+    try:
+        return datetime.date.fromisoformat(str(value).strip()).isoformat()
+    except ValueError:
+        raise SpecError(f"expected a date YYYY-MM-DD, got {value!r}") from None
+
+
 def boolean(value: Any) -> bool:
     if isinstance(value, bool):
         return value
@@ -136,3 +147,20 @@ def text(value: Any) -> str:
 
 # argparse extras for an on/off setting: --flag / --no-flag.
 SWITCH = {"action": argparse.BooleanOptionalAction}
+
+
+_BYTE_UNITS = {"": 1, "b": 1, "kb": 10**3, "mb": 10**6, "gb": 10**9, "kib": 2**10, "mib": 2**20, "gib": 2**30}
+
+
+def byte_size(value: Any) -> int:
+    """A positive number of bytes: ``268435456``, ``256MiB``, ``128 MB``, ``1.5GiB``."""
+    text = str(value).strip().lower().replace(" ", "")
+    number = text.rstrip("kmgib")
+    unit = text[len(number):]
+    try:
+        size = int(float(number) * _BYTE_UNITS[unit])
+    except (KeyError, ValueError):
+        raise SpecError(f"expected a size in bytes such as 268435456, 256MiB or 128MB, got {value!r}") from None
+    if size <= 0:
+        raise SpecError(f"expected a positive size, got {value!r}")
+    return size

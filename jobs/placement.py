@@ -90,8 +90,7 @@ def plan_resources(asked: Any, nodes: Sequence[NodeShape], weights_bytes: int = 
     """
     if not nodes:
         raise ValueError("the Ray cluster has no alive node with resources")
-    gpus_anywhere = any(n.gpus > 0 for n in nodes)
-    num_gpus = asked.num_gpus_per_actor if asked.num_gpus_per_actor is not None else (1.0 if gpus_anywhere else 0.0)
+    num_gpus = gpus_per_actor(asked, nodes)
     if num_gpus > 0:
         threads = asked.threads_per_actor or max(1, math.ceil(asked.cpus_per_actor or 1.0))
         ceiling = asked.cpus_per_actor or 1.0
@@ -141,6 +140,14 @@ def plan_resources(asked: Any, nodes: Sequence[NodeShape], weights_bytes: int = 
                      # Tokenizing is tens of times cheaper than a forward: a few CPUs keep up with the model.
                      tokenize_actors=max(1, int(total_cpus) // 8), fused_tokenize=not pool, memory=memory,
                      nodes=placement)
+
+
+def gpus_per_actor(asked: Any, nodes: Sequence[NodeShape]) -> float:
+    """GPUs per model actor: what the user asked, else 1 when a node has (or the autoscaler can
+    add) GPUs, else 0."""
+    if asked.num_gpus_per_actor is not None:
+        return float(asked.num_gpus_per_actor)
+    return 1.0 if any(n.gpus > 0 for n in nodes) else 0.0
 
 
 def max_on_node(node: NodeShape, num_cpus: float, num_gpus: float, actors: int, fits: Any) -> int:

@@ -112,3 +112,110 @@ def test_ray_job_submit_end_to_end(ray_head, s3_server, minilm: str, tmp_path: P
     assert table["id"].to_pylist() == [f"part-2.parquet#{n}" for n in range(20)]
     norms = np.linalg.norm(np.array(table["embedding"].to_pylist()), axis=1)
     np.testing.assert_allclose(norms, 1.0, atol=1e-5)  # normalised, as the model's modules.json asks
+
+
+# -- deploy/: the KubeRay manifests' exact entrypoint and runtime env through `ray job submit` --
+DEPLOY = REPO / "deploy"
+
+
+def _manifests() -> dict[str, list[dict]]:
+    import yaml
+
+    return {path.name: [doc for doc in yaml.safe_load_all(path.read_text()) if doc]
+            for path in sorted(DEPLOY.glob("*.yaml"))}
+
+
+def test_deploy_manifests_describe_one_job() -> None:
+    """The RayJob, the RayCronJob's template and the CronJob's ConfigMap all hold the same job;
+    the fields a scheduled GPU run needs are set."""
+    import yaml
+
+    found = _manifests()
+    rayjob = found["rayjob.yaml"][0]
+    assert (rayjob["apiVersion"], rayjob["kind"]) == ("ray.io/v1", "RayJob")
+    spec = rayjob["spec"]
+    assert spec["shutdownAfterJobFinishes"] is True and spec["ttlSecondsAfterFinished"] > 0 and spec["backoffLimit"] >= 1
+    assert spec["entrypoint"].startswith("python -m jobs.infer ")
+    cluster = spec["rayClusterSpec"]
+    assert cluster["enableInTreeAutoscaling"] is True and cluster["rayVersion"] == "2.60.0"
+    gpu = [group for group in cluster["workerGroupSpecs"] if group["groupName"] == "gpu"][0]
+    assert gpu["minReplicas"] == 0 < gpu["maxReplicas"]
+    assert gpu["template"]["spec"]["containers"][0]["resources"]["limits"]["nvidia.com/gpu"] == "1"
+    assert "--output s3://corpus/embeddings/{date}/" in spec["entrypoint"]
+    assert "env_vars" in yaml.safe_load(spec["runtimeEnvYAML"])
+
+    cron = found["raycronjob.yaml"][0]
+    assert (cron["apiVersion"], cron["kind"]) == ("ray.io/v1", "RayCronJob") and cron["spec"]["schedule"]
+    assert cron["spec"]["jobTemplate"] == spec  # the nightly run is the RayJob, unchanged
+
+    kinds = {doc["kind"]: doc for doc in found["cronjob.yaml"]}
+    pod = kinds["CronJob"]["spec"]["jobTemplate"]["spec"]["template"]["spec"]
+    assert pod["containers"][0]["command"] == ["kubectl", "create", "-f", "/manifests/rayjob.yaml"]
+    assert pod["volumes"][0]["configMap"]["name"] == "autoinfer-rayjob"
+    assert kinds["Role"]["rules"] == [{"apiGroups": ["ray.io"], "resources": ["rayjobs"], "verbs": ["create"]}]
+    kustomization = found["kustomization.yaml"][0]
+    assert kustomization["configMapGenerator"] == [{"name": "autoinfer-rayjob", "files": ["rayjob.yaml"]}]
+    assert rayjob["metadata"].get("generateName")  # kubectl create makes a new RayJob each night
+
+
+def test_deploy_rayjob_runs_nightly_into_dated_partitions(ray_head, s3_server, minilm: str, tmp_path: Path) -> None:
+    """The RayJob's exact entrypoint and runtime env through `ray job submit`, on the test's S3
+    server holding the buckets it names; the test adds only what the pods provide (endpoint,
+    credentials) and the run date.  Two dates give two partitions; a rerun on the second date
+    resumes it (every file committed already, nothing recomputed)."""
+    import shlex
+
+    import yaml
+
+    address, env = ray_head
+    spec = _manifests()["rayjob.yaml"][0]["spec"]
+    entrypoint, runtime_env = spec["entrypoint"], yaml.safe_load(spec["runtimeEnvYAML"])
+    argv = shlex.split(entrypoint)
+    model, inputs, dated = (argv[argv.index(flag) + 1] for flag in ("--model", "--input", "--output"))
+    fs = s3_server.filesystem()
+    for bucket in {url[len("s3://"):].split("/")[0] for url in (model, inputs, dated)}:
+        if not fs.exists(bucket):
+            fs.mkdir(bucket)
+    for name in ("config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json", "vocab.txt",
+                 "modules.json", "sentence_bert_config.json", "1_Pooling/config.json"):
+        fs.put(str(Path(minilm) / name), f"{model[len('s3://'):]}{name}")
+    rows = [f"night {n}: rivers and mountains" for n in range(24)]
+    for shard in range(2):
+        pq.write_table(pa.table({"text": rows[shard * 12:(shard + 1) * 12]}), tmp_path / f"part-{shard}.parquet")
+        fs.put(str(tmp_path / f"part-{shard}.parquet"), f"{inputs[len('s3://'):]}part-{shard}.parquet")
+
+    def pods_env(day: str) -> dict[str, str]:
+        return {**runtime_env["env_vars"], **s3_server.env, "AUTOINFER_RUN_DATE": day}
+
+    def partition(day: str) -> str:
+        return dated.replace("{date}", day)[len("s3://"):].rstrip("/")
+
+    tables = {}
+    for day in ("2026-11-30", "2026-12-01"):
+        submission = f"autoinfer-deploy-{day}-{os.getpid()}"
+        submitted = {**runtime_env, "env_vars": pods_env(day), "working_dir": str(REPO)}
+        run = subprocess.run([venv_bin("ray"), "job", "submit", "--address", address, "--submission-id", submission,
+                              "--runtime-env-json", json.dumps(submitted), "--", *argv],
+                             env=env, capture_output=True, text=True, timeout=600)
+        status = subprocess.run([venv_bin("ray"), "job", "status", "--address", address, submission],
+                                env=env, capture_output=True, text=True, timeout=60)
+        assert f"Job '{submission}' succeeded" in status.stdout, run.stdout[-4000:] + run.stderr[-2000:]
+        assert "embed: 24 rows from 2 input file(s)" in run.stdout
+        assert fs.exists(f"{partition(day)}/_SUCCESS")
+        assert json.loads(fs.cat(f"{partition(day)}/_manifest.json"))["job"]["run_date"] == day
+        with fs.open(f"{partition(day)}/part-1.parquet", "rb") as handle:
+            tables[day] = pq.read_table(handle)
+    assert tables["2026-11-30"]["id"].to_pylist() == [f"part-1.parquet#{n}" for n in range(12)]
+    np.testing.assert_allclose(np.array(tables["2026-11-30"]["embedding"].to_pylist()),
+                               np.array(tables["2026-12-01"]["embedding"].to_pylist()), atol=1e-6)
+
+    # A retry of 2026-12-01 (the RayJob's backoffLimit) resumes that day's partition: the same
+    # entrypoint and env, run here; with every file committed it starts no Ray at all.
+    rerun_env = {key: value for key, value in os.environ.items() if key != "RAY_ADDRESS"}
+    rerun = subprocess.run(argv, cwd=REPO, env={**rerun_env, **pods_env("2026-12-01")}, capture_output=True,
+                           text=True, timeout=300)
+    assert rerun.returncode == 0, rerun.stderr[-3000:]
+    assert "every output file is committed already" in rerun.stderr
+    manifest = json.loads(fs.cat(f"{partition('2026-12-01')}/_manifest.json"))
+    assert sorted(name for shard in manifest["shards"] for name in shard["skipped"]) == ["part-0.parquet",
+                                                                                         "part-1.parquet"]
