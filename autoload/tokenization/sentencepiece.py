@@ -270,8 +270,16 @@ def model_file(files: dict[str, Path], preferred: str) -> Path:
 
 # -- the families ------------------------------------------------------------------------------
 
+def _damaged(model: SentencePieceModel, what: str, err: Exception) -> SentencePieceError:
+    return SentencePieceError(f"{model.path}: its {what} can't be used ({err}); the file is damaged or not a "
+                              f"SentencePiece model. Replace it with the model's original file.")
+
+
 def _unigram(vocab: list[tuple[str, float]], unk_id: int, model: SentencePieceModel) -> tokenizers.Tokenizer:
-    backend = tokenizers.Tokenizer(Unigram(vocab, unk_id=unk_id, byte_fallback=False))
+    try:
+        backend = tokenizers.Tokenizer(Unigram(vocab, unk_id=unk_id, byte_fallback=False))
+    except Exception as err:  # tokenizers raises plain Exceptions
+        raise _damaged(model, "vocabulary", err) from None
     # Control and user-defined pieces first, so they keep the extractor's flags when the
     # family's special tokens are registered after them.
     backend.add_special_tokens([t for t in model.added_tokens() if t.special])
@@ -299,7 +307,10 @@ def _normalizer(model: SentencePieceModel, quotes: bool = False, strip_accents: 
     if lowercase:
         steps.append(normalizers.Lowercase())
     if model.precompiled_charsmap:
-        steps.append(normalizers.Precompiled(model.precompiled_charsmap))
+        try:
+            steps.append(normalizers.Precompiled(model.precompiled_charsmap))
+        except Exception as err:  # tokenizers raises plain Exceptions
+            raise _damaged(model, "normalization table (precompiled_charsmap)", err) from None
     if quotes:  # ALBERT and XLNet: a sequence, as the reference builds it
         return normalizers.Sequence(steps)
     return steps[0] if steps else None  # the others: the charsmap alone, when the model has one

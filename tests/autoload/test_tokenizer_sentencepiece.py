@@ -6,6 +6,7 @@ unigram and bpe SentencePiece models trained here, with each family's id layout.
 from __future__ import annotations
 
 import json
+import random
 from pathlib import Path
 
 import pytest
@@ -194,6 +195,29 @@ def test_corrupt_model_file_names_the_file(models, tmp_path: Path, damage: str) 
     with pytest.raises(SentencePieceError, match="is not a readable SentencePiece model") as err:
         AutoTokenizer.from_pretrained(directory)
     assert str(directory / "spiece.model") in str(err.value) and "Traceback" not in str(err.value)
+
+
+def test_damaged_model_files_load_or_fail_naming_the_file(models, tmp_path: Path) -> None:
+    """Bytes changed, cut or inserted anywhere (in pieces, specs, the charsmap): the result is a
+    working tokenizer or a SentencePieceError naming the file, never an error from deep inside."""
+    good, rng, failed = models["albert", "unigram"], random.Random(0), 0
+    for case in range(45):
+        data = bytearray(good)
+        if case % 3 == 0:
+            for _ in range(rng.randint(1, 5)):
+                data[rng.randrange(len(data))] = rng.randrange(256)
+        elif case % 3 == 1:
+            data = data[:rng.randrange(len(data))]
+        else:
+            at = rng.randrange(len(data))
+            data[at:at] = bytes(rng.randrange(256) for _ in range(rng.randint(1, 8)))
+        directory = family_dir(tmp_path / str(case), "albert", bytes(data))
+        try:
+            AutoTokenizer.from_pretrained(directory)("hello world café")
+        except SentencePieceError as err:
+            assert str(directory / "spiece.model") in str(err)
+            failed += 1
+    assert 15 <= failed < 45
 
 
 @pytest.mark.parametrize("kind", ["char", "word"])
