@@ -10,11 +10,11 @@ import pyarrow as pa
 import torch
 import torch.nn.functional as F
 
-from autoload import AutoModel
 from autoload.modeling import Segments, pool_segments
 from autoload.sources import FetchOptions, open_source
 
 from .common import POOLINGS, fixed_size_list
+from .heads import EncoderModel
 from .model_stage import ModelStage, Results
 from .sentence_modules import CALIBRATED, PRECISIONS, load_dense, quantize
 
@@ -49,7 +49,8 @@ class Embed(ModelStage):
     ``quantize_embeddings`` does (int8/uint8 with the per-dimension ``ranges``).
     """
 
-    auto_class = AutoModel
+    # The base model; an encoder-decoder's encoder alone (sentence-T5 / GTR checkpoints have no decoder).
+    auto_class = EncoderModel
     unused_weights = ("pooler.",)
     checkpoint_kind = "encoder"
 

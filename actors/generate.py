@@ -12,6 +12,12 @@ job's seed and the row's id (source file and row), so a retried or resumed unit 
 same text whatever its batch.  With ``num_beams`` > 1, beam search as transformers'
 ``generate(num_beams=k, do_sample=False)`` (see :class:`Beams`): each prompt runs as k cache rows,
 reordered by the chosen beams every step; a prompt whose search has settled leaves the batch.
+
+An encoder-decoder (T5; ``ModelContract.encoder_decoder``) is text-to-text: the prompt is the
+source, encoded once per row (right-padded, no positions to fix); the decoder starts from its
+start token and decodes with its cache, whose cross-attention keys and values are computed
+from the encoder states on the first step and reused.  Decoding (greedy, sampling, beams) is
+the same loop on either kind of model: only the prefill and the step differ.
 """
 from __future__ import annotations
 
@@ -23,9 +29,10 @@ import numpy as np
 import pyarrow as pa
 import torch
 
-from autoload import AutoModelForCausalLM, AutoTokenizer
+from autoload import AutoTokenizer
 
 from .common import INPUT_IDS, ROW, SOURCE, TOKENS, TRUNCATED, BadRowError
+from .heads import LanguageModel, is_encoder_decoder
 from .model_stage import ModelStage, Results
 
 FINISH_REASONS = ("length", "eos", "stop")
@@ -33,8 +40,8 @@ LONG_PROMPTS = ("error", "truncate")
 
 
 class Generate(ModelStage):
-    auto_class = AutoModelForCausalLM
-    checkpoint_kind = "causal language model"
+    auto_class = LanguageModel
+    checkpoint_kind = "language model"
 
     def __init__(self, model: str, *, context: int, max_new_tokens: int, eos_token_id: Optional[int] = None,
                  do_sample: bool = False, temperature: float = 1.0, top_k: int = 0, top_p: float = 1.0,
@@ -58,6 +65,7 @@ class Generate(ModelStage):
         self.batch_size = max(1, self.batch_size // num_beams)
         # Left padding needs positions and the cache: generation runs on the padded forward.
         self.flat = False
+        self.seq2seq = is_encoder_decoder(self.model.config)
         self.tokenizer = AutoTokenizer.from_pretrained(model, storage_options=kwargs.get("storage_options") or {},
                                                        cache_dir=kwargs.get("cache_dir"))
 
@@ -69,7 +77,8 @@ class Generate(ModelStage):
     def _fit_prompts(self, table: pa.Table) -> pa.Table:
         """Prompts keep room for the new tokens: longer ones fail naming the row, or lose their
         beginning (the end is what the continuation follows) and are marked ``truncated``."""
-        room = self.context - self.max_new_tokens
+        # An encoder-decoder's new tokens go to the decoder: the source has the whole context.
+        room = self.context if self.seq2seq else self.context - self.max_new_tokens
         lengths = table[TOKENS].to_numpy()
         long = np.flatnonzero(lengths > room)
         if not len(long):
@@ -78,9 +87,10 @@ class Generate(ModelStage):
             row = int(long[0])
             where = (f"{table[SOURCE][row].as_py()} row {table[ROW][row].as_py()}"
                      if SOURCE in table.column_names else f"row {row} of the batch")
-            raise BadRowError(f"{where}: a prompt of {int(lengths[row])} tokens leaves no room for --max-new-tokens "
-                              f"{self.max_new_tokens} in the model's context of {self.context}. Shorten the prompt, "
-                              "lower --max-new-tokens, or rerun with --long-prompt truncate (keeps its end).")
+            needs = "is longer than" if self.seq2seq else f"leaves no room for --max-new-tokens {self.max_new_tokens} in"
+            raise BadRowError(f"{where}: a prompt of {int(lengths[row])} tokens {needs} the model's context of "
+                              f"{self.context}. Shorten the prompt, lower --max-new-tokens, or rerun with "
+                              "--long-prompt truncate (keeps its end).")
         ids = table[INPUT_IDS].to_pylist()
         cut = table[TRUNCATED].to_numpy(zero_copy_only=False).copy()
         for row in long:
@@ -102,48 +112,74 @@ class Generate(ModelStage):
         return np.array([int.from_bytes(d, "little") >> 1 for d in digests], dtype=np.int64)
 
     # -- one micro-batch: prefill, then one token per step ----------------------------------
+    # -- the model's side of decoding: prefill, one step, keeping some rows ----------------
+    def _prefill(self, ids: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, dict[str, Any]]:
+        """(B, T) prompts → (B, V) the first new token's logits and the decoding state: the
+        cache plus, for a decoder, the mask and positions; for an encoder-decoder, the encoder
+        states and their mask (run once here)."""
+        if self.seq2seq:
+            encoded = self.model.encode(ids, mask).last_hidden_state  # (B, S, H)
+            start = ids.new_full((ids.shape[0], 1), self.model.config.decoder_start_token_id)
+            step = self.model(attention_mask=mask, encoder_outputs=(encoded,), decoder_input_ids=start, use_cache=True)
+            return step.logits[:, -1], {"cache": step.past_key_values, "encoded": encoded, "mask": mask}
+        ids, mask = _left_align(ids, mask)  # each row's tokens end at the last column
+        positions = (mask.cumsum(-1) - 1).clamp(min=0)
+        step = self.model(input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=True)
+        return step.logits[:, -1], {"cache": step.past_key_values, "mask": mask, "positions": positions[:, -1:]}
+
+    def _step(self, state: dict[str, Any], tokens: torch.Tensor) -> tuple[torch.Tensor, dict[str, Any]]:
+        """(R,) the tokens just chosen → (R, V) the next token's logits and the new state."""
+        if self.seq2seq:
+            step = self.model(attention_mask=state["mask"], encoder_outputs=(state["encoded"],),
+                              decoder_input_ids=tokens[:, None], past_key_values=state["cache"], use_cache=True)
+            return step.logits[:, -1], {**state, "cache": step.past_key_values}
+        mask = torch.cat([state["mask"], state["mask"].new_ones(state["mask"].shape[0], 1)], dim=1)
+        positions = state["positions"] + 1
+        step = self.model(input_ids=tokens[:, None], attention_mask=mask, position_ids=positions,
+                          past_key_values=state["cache"], use_cache=True)
+        return step.logits[:, -1], {"cache": step.past_key_values, "mask": mask, "positions": positions}
+
+    @staticmethod
+    def _rows(state: dict[str, Any], rows: torch.Tensor) -> dict[str, Any]:
+        """The state of rows ``rows`` (R',) (kept, copied or reordered), cache included."""
+        return {name: _reorder(value, rows) if name == "cache" else value.index_select(0, rows)
+                for name, value in state.items()}
+
+    # -- one micro-batch: prefill, then one token per step ----------------------------------
     def forward(self, inputs: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        ids, mask = _left_align(inputs["input_ids"], inputs["attention_mask"])  # (B, T) each
+        ids, mask = inputs["input_ids"], inputs["attention_mask"]  # (B, T) each, right-padded
         if self.num_beams > 1:
             return self._beam_search(ids, mask)
         batch = ids.shape[0]
         out = torch.full((batch, self.max_new_tokens), -1, dtype=torch.long, device=ids.device)
         finish = torch.zeros(batch, dtype=torch.long, device=ids.device)  # 0 = length
         generators = self._generators(ids.device)
-        positions = (mask.cumsum(-1) - 1).clamp(min=0)
-        step = self.model(input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=True)
+        logits, state = self._prefill(ids, mask)
         active = torch.arange(batch, device=ids.device)
         for t in range(self.max_new_tokens):
-            chosen = self._choose(step.logits[:, -1].float(), [generators[i] for i in active.tolist()])  # (b,)
+            chosen = self._choose(logits.float(), [generators[i] for i in active.tolist()])  # (b,)
             out[active, t] = chosen
             ended = chosen == self.eos_token_id if self.eos_token_id is not None else torch.zeros_like(chosen, dtype=torch.bool)
             finish[active[ended]] = FINISH_REASONS.index("eos")
             keep = ~ended
             if t == self.max_new_tokens - 1 or not bool(keep.any()):
                 break
-            cache = step.past_key_values
             if not bool(keep.all()):  # finished rows leave the batch, with their cache
-                active, chosen, mask, positions = active[keep], chosen[keep], mask[keep], positions[keep]
-                cache = tuple((k[keep], v[keep]) for k, v in cache)
-            mask = torch.cat([mask, mask.new_ones(mask.shape[0], 1)], dim=1)
-            positions = positions[:, -1:] + 1
-            step = self.model(input_ids=chosen[:, None], attention_mask=mask, position_ids=positions,
-                              past_key_values=cache, use_cache=True)
+                kept = keep.nonzero()[:, 0]
+                active, chosen, state = active[kept], chosen[kept], self._rows(state, kept)
+            logits, state = self._step(state, chosen)
         return {"tokens": out, "finish": finish}
 
     def _beam_search(self, ids: torch.Tensor, mask: torch.Tensor) -> dict[str, torch.Tensor]:
-        """Left-padded (B, T) prompts → the best beam's tokens (B, max_new_tokens), -1 after its
+        """Right-padded (B, T) prompts → the best beam's tokens (B, max_new_tokens), -1 after its
         end, and finish codes.  The prompts run once (prefill); their cache rows are then copied k times."""
         batch, beams, device = ids.shape[0], self.num_beams, ids.device
         out = torch.full((batch, self.max_new_tokens), -1, dtype=torch.long, device=device)
         finish = torch.zeros(batch, dtype=torch.long, device=device)
-        positions = (mask.cumsum(-1) - 1).clamp(min=0)  # (B, T)
-        step = self.model(input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=True)
-        positions = positions[:, -1:]  # (B, 1) the last prompt token's: decoding continues from it
+        logits, state = self._prefill(ids, mask)
         # Each prompt's row becomes k rows (prompt-major), identical until the first step.
         rows = torch.arange(batch, device=device).repeat_interleave(beams)  # (B*k,)
-        cache, logits = _reorder(step.past_key_values, rows), step.logits[:, -1][rows]
-        mask, positions = mask[rows], positions[rows]
+        state, logits = self._rows(state, rows), logits[rows]
         search = Beams.start(batch, beams, self.max_new_tokens, device)
         active = torch.arange(batch, device=device)  # the prompts still searching
         for t in range(self.max_new_tokens):
@@ -160,12 +196,7 @@ class Generate(ModelStage):
                 active, rows, search = active[keep], rows[keep], search.select(keep)
                 if not len(active):
                     break
-            rows = rows.flatten()
-            cache, mask, positions = _reorder(cache, rows), mask[rows], positions[rows] + 1
-            mask = torch.cat([mask, mask.new_ones(mask.shape[0], 1)], dim=1)
-            step = self.model(input_ids=search.tokens[:, :, t].reshape(-1, 1), attention_mask=mask,
-                              position_ids=positions, past_key_values=cache, use_cache=True)
-            cache, logits = step.past_key_values, step.logits[:, -1]
+            logits, state = self._step(self._rows(state, rows.flatten()), search.tokens[:, :, t].reshape(-1))
         self._settle(out, finish, active, search.best())
         return {"tokens": out, "finish": finish}
 
@@ -323,10 +354,10 @@ def _pick(tokens: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
     return tokens.gather(1, index[:, :, None].expand(-1, -1, tokens.shape[2]))
 
 
-def _reorder(cache: tuple[tuple[torch.Tensor, torch.Tensor], ...], rows: torch.Tensor
-             ) -> tuple[tuple[torch.Tensor, torch.Tensor], ...]:
-    """Per-layer (key, value) cache, each (R, heads, P, d) → rows ``rows`` (R',) of it."""
-    return tuple((key.index_select(0, rows), value.index_select(0, rows)) for key, value in cache)
+def _reorder(cache: tuple[tuple[torch.Tensor, ...], ...], rows: torch.Tensor) -> tuple[tuple[torch.Tensor, ...], ...]:
+    """Per-layer cache tensors, each (R, heads, P, d) ((key, value) for a decoder; self and
+    cross keys and values for an encoder-decoder) → rows ``rows`` (R',) of it."""
+    return tuple(tuple(tensor.index_select(0, rows) for tensor in layer) for layer in cache)
 
 
 def _left_align(ids: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

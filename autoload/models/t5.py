@@ -400,26 +400,35 @@ class T5PreTrainedModel(PreTrainedModel):
     def tied_weights(self) -> dict[str, str]:
         return {**self.embedding_ties, **super().tied_weights()}
 
-    def init_weight(self, module: nn.Module, name: str, param: torch.Tensor) -> None:
-        """The reference's init: fan-in scaled normals (the query also folds in 1/sqrt(d_kv)),
-        unit normal embeddings, RMS norms at 1."""
+    def init_all_weights(self) -> None:
+        """The reference's init: fan-in scaled normals (the query also folds in the 1/sqrt(d_kv)
+        the scores leave out), unit-normal token table and untied LM head, RMS norms at 1,
+        zero biases; then the ties."""
         factor = self.config.initializer_factor
-        d_model, d_kv, d_ff = self.config.d_model, self.config.d_kv, self.config.d_ff
+        d_model, d_kv, d_ff, heads = self.config.d_model, self.config.d_kv, self.config.d_ff, self.config.num_heads
+        stds: dict[str, float] = {}
+        for owner_name, owner in self.named_modules():
+            if isinstance(owner, T5Attention):
+                stds.update({f"{owner_name}.q": (d_model * d_kv) ** -0.5, f"{owner_name}.k": d_model ** -0.5,
+                             f"{owner_name}.v": d_model ** -0.5, f"{owner_name}.o": (heads * d_kv) ** -0.5,
+                             f"{owner_name}.relative_attention_bias": d_model ** -0.5})
+            elif isinstance(owner, (T5DenseActDense, T5DenseGatedActDense)):
+                for child in ("wi", "wi_0", "wi_1"):
+                    stds[f"{owner_name}.{child}"] = d_model ** -0.5
+                stds[f"{owner_name}.wo"] = d_ff ** -0.5
+            elif isinstance(owner, T5ClassificationHead):
+                stds.update({f"{owner_name}.dense": d_model ** -0.5, f"{owner_name}.out_proj": d_model ** -0.5})
+        stds["qa_outputs"] = d_model ** -0.5
         with torch.no_grad():
-            if isinstance(module, T5LayerNorm):
-                param.fill_(factor)
-            elif name == "bias":
-                param.zero_()
-            elif isinstance(module, nn.Embedding):
-                std = factor * d_model ** -0.5 if param.shape[1] == self.config.num_heads and param.shape[0] == \
-                    self.config.relative_attention_num_buckets and param.shape[1] != d_model else factor
-                param.normal_(0.0, std)
-            elif isinstance(module, nn.Linear):
-                fan_in = param.shape[1]
-                std = {d_ff: d_ff ** -0.5}.get(fan_in, fan_in ** -0.5) * factor
-                if param.shape[0] == self.config.vocab_size:  # untied LM head
-                    std = factor
-                param.normal_(0.0, std)
+            for module_name, module in self.named_modules():
+                for name, param in module.named_parameters(recurse=False):
+                    if isinstance(module, T5LayerNorm):
+                        param.fill_(factor)
+                    elif name == "bias":
+                        param.zero_()
+                    else:  # shared, lm_head and the token classifier: unit normal, as the reference
+                        param.normal_(0.0, factor * stds.get(module_name, 1.0))
+        self.tie_weights()
 
     def shift_right(self, input_ids: torch.Tensor) -> torch.Tensor:
         """Decoder inputs for targets: the start token, then the targets but the last (-100 → pad)."""
