@@ -20,7 +20,7 @@ from ..sources import FetchOptions, ModelSource, open_source
 from . import files as tokenizer_files
 from .api import EXTRA_SPECIAL_KEYS, SPECIAL_TOKEN_NAMES, Tokenizer
 from .encode import VERY_LARGE_INTEGER
-from .files import CONVERT_HINT, SENTENCEPIECE, TOKENIZER_JSON, WORDPIECE_FILES, Layout
+from .files import CONVERT_HINT, PICKLED_VOCAB, SENTENCEPIECE, TOKENIZER_JSON, WORDPIECE_FILES, Layout
 from .recipes import Recipe, model_input_names, native_layouts, recipe_for_class
 
 logger = logging.getLogger(__name__)
@@ -118,6 +118,8 @@ def _class_of_layout(layout: Layout, paths: dict[str, Path], source: ModelSource
         return GENERIC_CLASS
     if layout is WORDPIECE_FILES:
         return "BertTokenizer"
+    if layout is PICKLED_VOCAB:  # only Transformer-XL saves its vocabulary pickled
+        return "TransfoXLTokenizer"
     if layout is SENTENCEPIECE:
         found = ", ".join(sorted(p.name for p in paths.values()))
         raise OSError(f"{source.where()} has only a SentencePiece model ({found}), which T5, ALBERT, XLNet, CamemBERT "
@@ -130,7 +132,7 @@ def _class_of_layout(layout: Layout, paths: dict[str, Path], source: ModelSource
 
 def _check_buildable(tokenizer_class: str, recipe: Optional[Recipe], layout: Layout, paths: dict[str, Path],
                      source: ModelSource) -> None:
-    if layout is TOKENIZER_JSON or (recipe is not None and recipe.native == layout):
+    if layout is TOKENIZER_JSON or (recipe is not None and layout in (recipe.native, *recipe.also_reads)):
         return
     family = f"{tokenizer_class} ({recipe.name} family)" if recipe is not None else tokenizer_class
     if layout is SENTENCEPIECE:

@@ -41,8 +41,10 @@ TOKENIZER_JSON = Layout("tokenizer.json", (TOKENIZER_FILE,))
 WORDPIECE_FILES = Layout("wordpiece", ("vocab.txt",))
 BPE_FILES = Layout("bpe", ("vocab.json", "merges.txt"))
 SENTENCEPIECE = Layout("sentencepiece", SENTENCEPIECE_NAMES, any_of=True)
+# Transformer-XL's pickled tokenizer state (vocab.pkl, or torch-saved vocab.bin), read without running code.
+PICKLED_VOCAB = Layout("pickled vocabulary", ("vocab.pkl", "vocab.bin"), any_of=True)
 # In the order a directory is searched.
-READABLE = (TOKENIZER_JSON, WORDPIECE_FILES, BPE_FILES)
+READABLE = (TOKENIZER_JSON, WORDPIECE_FILES, BPE_FILES, PICKLED_VOCAB)
 
 
 def detect(source: ModelSource) -> tuple[Layout, dict[str, Path]]:
@@ -51,8 +53,9 @@ def detect(source: ModelSource) -> tuple[Layout, dict[str, Path]]:
         layout = _single_file_layout(source.single_file)
         return layout, {layout.files[0]: source.single_file}
     for layout in READABLE:
-        if all(source.has(name) for name in layout.files):
-            return layout, {name: source.fetch(name) for name in layout.files}
+        names = [name for name in layout.files if source.has(name)] if layout.any_of else layout.files
+        if names and all(source.has(name) for name in names):
+            return layout, {name: source.fetch(name) for name in names}
     found = [name for name in SENTENCEPIECE_NAMES if source.has(name)]
     if found:
         return SENTENCEPIECE, {name: source.fetch(name) for name in found}

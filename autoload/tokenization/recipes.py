@@ -18,7 +18,8 @@ from tokenizers.models import BPE, WordLevel, WordPiece
 from .api import token_content
 from . import sentencepiece as spm
 from .ctrl import CTRLTokenizer
-from .files import BPE_FILES, SENTENCEPIECE, WORDPIECE_FILES, Layout
+from . import transfo_xl
+from .files import BPE_FILES, PICKLED_VOCAB, SENTENCEPIECE, WORDPIECE_FILES, Layout
 
 if TYPE_CHECKING:
     from .api import Tokenizer
@@ -51,6 +52,7 @@ class Recipe:
     finish: Optional[Callable[["Tokenizer", dict[str, Any]], None]] = None
     special_defaults: Mapping[str, str] = field(default_factory=dict)
     api_class: Optional[type] = None  # a Tokenizer subclass, for a family with Python parts
+    also_reads: tuple[Layout, ...] = ()  # native layouts besides ``native`` (Transformer-XL's pickled vocabulary)
 
     def applies_to(self, backend: tokenizers.Tokenizer) -> bool:
         return self.prepare is not None and type(backend.model).__name__ == self.rebuilds
@@ -224,8 +226,18 @@ T5 = Recipe(name="t5", classes={"T5Tokenizer": WITHOUT_TYPES}, native=SENTENCEPI
 XLNET = Recipe(name="xlnet", classes={"XLNetTokenizer": WITHOUT_TYPES}, native=SENTENCEPIECE, build=spm.build_xlnet,
                finish=spm.finish_xlnet, special_defaults=spm.XLNET_SPECIAL_DEFAULTS)
 
+# -- Transformer-XL: Moses words over a word vocabulary (see .transfo_xl); nothing around a text -----
+
+TRANSFO_XL = Recipe(
+    name="transfo-xl",
+    classes={"TransfoXLTokenizer": ("input_ids",)},  # the reference returns no attention mask
+    native=WORDPIECE_FILES, also_reads=(PICKLED_VOCAB,), build=transfo_xl.build_backend,
+    finish=transfo_xl.finish, api_class=transfo_xl.TransfoXLTokenizer,
+    special_defaults=transfo_xl.DEFAULT_SPECIALS,
+)
+
 RECIPES: dict[str, Recipe] = {r.name: r for r in (BERT, ROBERTA, GPT2, OPENAI_GPT, CTRL, ALBERT, CAMEMBERT,
-                                                   XLM_ROBERTA, T5, XLNET)}
+                                                   XLM_ROBERTA, T5, XLNET, TRANSFO_XL)}
 
 
 def recipe_for_class(tokenizer_class: str) -> Optional[Recipe]:
