@@ -12,6 +12,7 @@ import pytest
 import torch
 
 from jobs.infer import run_job
+from jobs.model import ModelError
 from jobs.spec import parse_spec
 from sentencepiece_data import FILE_NAMES, family_dir, train
 
@@ -69,3 +70,14 @@ def test_albert_and_xlm_roberta_with_only_their_model_file_embed_through_the_job
         table = pq.read_table(out / "docs.parquet")
         assert table["doc"].to_pylist() == [f"d{n}" for n in range(len(TEXTS))]
         np.testing.assert_allclose(np.array(table["embedding"].to_pylist()), expected, atol=1e-5, rtol=1e-4)
+
+
+def test_a_damaged_model_file_stops_the_job_before_ray_naming_it(tmp_path: Path) -> None:
+    model_dir = tiny_model("albert", tmp_path / "albert")
+    (model_dir / "spiece.model").write_bytes((model_dir / "spiece.model").read_bytes()[:5000])
+    (tmp_path / "in").mkdir()
+    pq.write_table(pa.table({"text": TEXTS}), tmp_path / "in" / "docs.parquet")
+    with pytest.raises(ModelError, match="spiece.model is not a readable SentencePiece model") as err:
+        run_job(parse_spec(["--task", "embed", "--model", str(model_dir), "--input", str(tmp_path / "in"),
+                            "--output", str(tmp_path / "out")]))
+    assert str(model_dir / "spiece.model") in str(err.value) and not (tmp_path / "out").exists()
