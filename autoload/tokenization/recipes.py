@@ -18,6 +18,7 @@ from tokenizers.models import BPE, WordLevel, WordPiece
 from .api import token_content
 from . import sentencepiece as spm
 from .ctrl import CTRLTokenizer
+from . import xlm as xlm_tokenization
 from . import transfo_xl
 from .files import BPE_FILES, PICKLED_VOCAB, SENTENCEPIECE, WORDPIECE_FILES, Layout
 
@@ -209,6 +210,41 @@ CTRL = Recipe(
 )
 
 
+# -- XLM / FlauBERT: Moses + BPE with </w> word ends, in Python (see .xlm); <s> A </s> B </s> -----
+
+def _build_xlm(files: dict[str, Path], settings: dict[str, Any]) -> tokenizers.Tokenizer:
+    settings["vocab_file"], settings["merges_file"] = str(files["vocab.json"]), str(files["merges.txt"])
+    if not any(settings.get(key) for key in ("additional_special_tokens", "extra_special_tokens")):
+        settings["additional_special_tokens"] = list(xlm_tokenization.ADDITIONAL_SPECIAL_TOKENS)
+    vocab = json.loads(files["vocab.json"].read_text(encoding="utf-8"))
+    return tokenizers.Tokenizer(WordLevel(vocab, unk_token=token_content(settings.get("unk_token")) or "<unk>"))
+
+
+def _finish_xlm(tokenizer: "Tokenizer", settings: dict[str, Any]) -> None:
+    bos, sep = tokenizer.bos_token, tokenizer.sep_token
+    if bos is None or sep is None:
+        raise ValueError("an XLM-style tokenizer needs bos_token and sep_token")
+    # Token types (only when asked for: the reference's model_input_names have none) type the
+    # second text and its </s> 1.
+    tokenizer.backend.post_processor = processors.TemplateProcessing(
+        single=f"{bos}:0 $A:0 {sep}:0", pair=f"{bos}:0 $A:0 {sep}:0 $B:1 {sep}:1",
+        special_tokens=[(bos, tokenizer.bos_token_id), (sep, tokenizer.sep_token_id)])
+
+
+XLM = Recipe(
+    name="xlm",
+    classes={"XLMTokenizer": WITHOUT_TYPES},
+    native=BPE_FILES, build=_build_xlm, finish=_finish_xlm, api_class=xlm_tokenization.XLMTokenizer,
+    special_defaults=xlm_tokenization.SPECIAL_DEFAULTS,
+)
+FLAUBERT = Recipe(
+    name="flaubert",
+    classes={"FlaubertTokenizer": WITHOUT_TYPES},
+    native=BPE_FILES, build=_build_xlm, finish=_finish_xlm, api_class=xlm_tokenization.FlaubertTokenizer,
+    special_defaults=xlm_tokenization.SPECIAL_DEFAULTS,
+)
+
+
 # -- SentencePiece families: built from their .model (see .sentencepiece); a saved tokenizer.json is
 # used as is ------------------------------------------------------------------------------------------
 
@@ -237,7 +273,7 @@ TRANSFO_XL = Recipe(
 )
 
 RECIPES: dict[str, Recipe] = {r.name: r for r in (BERT, ROBERTA, GPT2, OPENAI_GPT, CTRL, ALBERT, CAMEMBERT,
-                                                   XLM_ROBERTA, T5, XLNET, TRANSFO_XL)}
+                                                   XLM_ROBERTA, T5, XLNET, TRANSFO_XL, XLM, FLAUBERT)}
 
 
 def recipe_for_class(tokenizer_class: str) -> Optional[Recipe]:
