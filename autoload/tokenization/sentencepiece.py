@@ -335,6 +335,13 @@ def _name(settings: dict[str, Any], key: str, default: str) -> str:
                else value)
 
 
+def _mask_strips_left(settings: dict[str, Any]) -> None:
+    """XLNet's and CamemBERT's classes make a mask token given as text eat the space before it."""
+    value = settings.get("mask_token", "<mask>")
+    if isinstance(value, str):
+        settings["mask_token"] = AddedToken(value, lstrip=True, rstrip=False, special=True)
+
+
 def _extras(settings: dict[str, Any], model: SentencePieceModel) -> None:
     # As the reference's extractor: the model's own control / user-defined pieces are the extra
     # special tokens, whatever a tokenizer_config.json lists.
@@ -416,7 +423,7 @@ def build_xlnet(files: dict[str, Path], settings: dict[str, Any]) -> tokenizers.
         # transformers 5.24's XLNetTokenizer strips accents whatever keep_accents says; so do we.
         logger.info("XLNet tokenizer: keep_accents=True is ignored, as by the reference (accents are stripped)")
     settings.setdefault("padding_side", "left")
-    settings.setdefault("mask_token", AddedToken("<mask>", lstrip=True, rstrip=False, special=True))
+    _mask_strips_left(settings)
     # The model's own unk_id (the reference's extractor sets it over any unk_id option).
     settings["unk_id"] = model.unk_id
     backend = _unigram(model.vocab, model.unk_id, model)
@@ -446,7 +453,7 @@ def build_camembert(files: dict[str, Path], settings: dict[str, Any]) -> tokeniz
         # transformers 5.24's CamembertTokenizer fails on a bpe-type model; we build the same
         # Unigram-over-scores pipeline as for the other families.
         logger.info("%s is a bpe-type SentencePiece model; built as a Unigram over its scores", model.path)
-    settings.setdefault("mask_token", AddedToken("<mask>", lstrip=True, special=True))
+    _mask_strips_left(settings)
     pad, unk, mask = (_name(settings, key, ROBERTA_SPECIAL_DEFAULTS[key]) for key in
                       ("pad_token", "unk_token", "mask_token"))
     vocab = [("<s>NOTUSED", 0.0), (pad, 0.0), ("</s>NOTUSED", 0.0), (unk, 0.0), ("<unk>NOTUSED", -100.0)]

@@ -128,7 +128,7 @@ def test_family_options_equal_the_reference(models, tmp_path: Path, family: str,
                 transformers.AutoTokenizer.from_pretrained(str(tmp_path / "kw"), **options), CORPUS[:6])
 
 
-@pytest.mark.parametrize("family", ["albert", "xlm-roberta", "t5"])
+@pytest.mark.parametrize("family", ["albert", "xlm-roberta", "t5", "xlnet", "camembert"])
 def test_saved_directory_without_tokenizer_json(models, tmp_path: Path, family: str) -> None:
     """The tokenizer_config.json the reference saves (its options and extra special tokens) beside
     the .model, as a released checkpoint ships them, without tokenizer.json; the family named by
