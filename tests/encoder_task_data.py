@@ -66,3 +66,20 @@ def dense_sentence_model(directory: Path, body: Path) -> Path:
     SentenceTransformer(modules=modules, device="cpu", prompts={"query": "query: ", "passage": "passage: "},
                         default_prompt_name="query").save(str(directory))
     return directory
+
+
+def tiny_roberta_mlm(directory: Path) -> Path:
+    """A tiny RobertaForMaskedLM (fp32, random) with a byte-level BPE tokenizer trained here
+    (mask token ``<mask>``, which takes the space before it)."""
+    import torch
+    import transformers
+
+    from ner_qa_data import tokenizer_files
+
+    tokenizer = tokenizer_files(directory, "roberta", max_length=40)
+    torch.manual_seed(3)
+    config = transformers.RobertaConfig(vocab_size=len(tokenizer), hidden_size=32, num_hidden_layers=2,
+                                        num_attention_heads=4, intermediate_size=48, max_position_embeddings=42,
+                                        pad_token_id=1, bos_token_id=0, eos_token_id=2, initializer_range=0.3)
+    transformers.RobertaForMaskedLM(config).eval().save_pretrained(directory)
+    return directory

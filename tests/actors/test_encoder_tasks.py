@@ -68,6 +68,14 @@ def test_fill_mask_equals_the_reference_pipeline_one_and_several_masks(tiny_mlm:
     _assert_same_predictions(ours, _reference_fill(tiny_mlm, MASKED, top_k=4))
 
 
+def test_fill_mask_on_roberta_equals_the_reference_pipeline(tmp_path: Path) -> None:
+    model = str(encoder_task_data.tiny_roberta_mlm(tmp_path / "roberta"))
+    texts = ["Marie Curie worked in <mask> with Pierre Curie.", "The river<mask> runs through <mask> to the sea.",
+             "<mask> Zoë Saldaña in São Paulo"]
+    out = FillMask(model, top_k=3, threads=1)(_tokenized(model, texts, max_length=40))
+    _assert_same_predictions(out["predictions"].to_pylist(), _reference_fill(Path(model), texts, top_k=3))
+
+
 def test_fill_mask_targets_equal_the_reference_pipeline(tiny_mlm: Path) -> None:
     # "paris" and "bridge" are vocabulary words; "zzyzx" is not (its first token is scored).
     targets = ["paris", "bridge", "the", "zzyzx"]
