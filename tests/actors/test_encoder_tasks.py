@@ -263,3 +263,19 @@ def test_a_model_with_dense_modules_equals_sentence_transformers(dense_model: Pa
                      dimensions=dimensions)
         assert out["embedding"].type == pa.list_(pa.float32(), dimensions or 12)
         np.testing.assert_allclose(np.array(out["embedding"].to_pylist()), expected, atol=2e-5)
+
+
+def test_cross_encoder_pairs_rerank_as_the_reference_pipeline(single_logit: Path) -> None:
+    """Reranking: (query, passage) pairs through a single-logit model; score = sigmoid(logit)."""
+    from actors.classify import Classify
+
+    query = "where does the river go"
+    passages = SENTENCES
+    table = pa.table({"q": [query] * len(passages), "p": passages})
+    tokenized = Tokenize(str(single_logit), text_column="q", text_pair_column="p", max_length=128)(table)
+    out = Classify(str(single_logit), return_logits=True, threads=1)(tokenized)
+    classify = transformers.pipeline("text-classification", model=str(single_logit), device="cpu")
+    expected = [classify({"text": query, "text_pair": p}, top_k=None)[0]["score"] for p in passages]
+    np.testing.assert_allclose(out["score"].to_numpy(), expected, rtol=1e-5)
+    logits = np.array(out["logits"].to_pylist())[:, 0]
+    assert np.argsort(-logits).tolist() == np.argsort(-np.array(expected)).tolist()  # the same ranking
