@@ -160,6 +160,38 @@ def test_trainer_variants_equal_the_reference(tmp_path: Path, family: str, optio
                 CORPUS + ["a <sep2> b@@c <sep2>"])
 
 
+def _saved_token(content: str, **flags) -> dict:
+    return {"content": content, "lstrip": False, "normalized": False, "rstrip": False, "single_word": False,
+            "special": True, **flags}
+
+
+def _released_config(family: str, pieces: int) -> dict:
+    """tokenizer_config.json as released t5 / albert checkpoints have it (written by transformers 4.x)."""
+    if family == "t5":
+        decoder = {"0": _saved_token("<pad>"), "1": _saved_token("</s>"), "2": _saved_token("<unk>")}
+        decoder.update({str(pieces + 99 - i): _saved_token(f"<extra_id_{i}>") for i in range(100)})
+        return {"added_tokens_decoder": decoder, "additional_special_tokens": [f"<extra_id_{i}>" for i in range(100)],
+                "clean_up_tokenization_spaces": True, "eos_token": "</s>", "extra_ids": 100, "legacy": True,
+                "model_max_length": 512, "pad_token": "<pad>", "tokenizer_class": "T5Tokenizer", "unk_token": "<unk>"}
+    decoder = {str(i): _saved_token(t) for i, t in enumerate(["<pad>", "<unk>", "[CLS]", "[SEP]"])}
+    decoder["4"] = _saved_token("[MASK]", lstrip=True)
+    return {"added_tokens_decoder": decoder, "bos_token": "[CLS]", "cls_token": "[CLS]", "do_lower_case": True,
+            "eos_token": "[SEP]", "keep_accents": False, "mask_token": "[MASK]", "model_max_length": 512,
+            "pad_token": "<pad>", "remove_space": True, "sep_token": "[SEP]", "tokenizer_class": "AlbertTokenizer",
+            "unk_token": "<unk>"}
+
+
+@pytest.mark.parametrize("family", ["t5", "albert"])
+def test_released_tokenizer_config_beside_the_model_file(models, tmp_path: Path, family: str) -> None:
+    """added_tokens_decoder (a mask that strips left), 100 sentinels listed, model_max_length."""
+    directory = family_dir(tmp_path, family, models[family, "unigram"])
+    config = _released_config(family, len(read_model(directory / FILE_NAMES[family]).pieces))
+    (directory / "tokenizer_config.json").write_text(json.dumps(config))
+    ours = AutoTokenizer.from_pretrained(directory)
+    assert ours.model_max_length == 512
+    assert_same(ours, transformers.AutoTokenizer.from_pretrained(str(directory)))
+
+
 @pytest.mark.parametrize("family", ["t5", "xlnet", "camembert"])
 def test_save_pretrained_round_trip(models, tmp_path: Path, family: str) -> None:
     """Built from the .model and saved (tokenizer.json): reloaded by us, pickled (as Ray ships it)
