@@ -279,3 +279,22 @@ def test_cross_encoder_pairs_rerank_as_the_reference_pipeline(single_logit: Path
     np.testing.assert_allclose(out["score"].to_numpy(), expected, rtol=1e-5)
     logits = np.array(out["logits"].to_pylist())[:, 0]
     assert np.argsort(-logits).tolist() == np.argsort(-np.array(expected)).tolist()  # the same ranking
+
+
+def test_a_dense_activation_outside_the_torch_table_is_refused_not_imported() -> None:
+    from actors.sentence_modules import SentenceModuleError, after_pooling
+
+    modules = [{"type": "sentence_transformers.models.Transformer", "path": ""},
+               {"type": "sentence_transformers.models.Pooling", "path": "1_Pooling"},
+               {"type": "sentence_transformers.models.Dense", "path": "2_Dense"}]
+    config = {"in_features": 4, "out_features": 2, "bias": True, "activation_function": "builtins.exec"}
+    with pytest.raises(SentenceModuleError, match="the Dense activation 'builtins.exec' is not one of"):
+        after_pooling(modules, lambda name: config if name == "2_Dense/config.json" else None)
+    with pytest.raises(SentenceModuleError, match="Dense module at 2_Dense/ without a config.json"):
+        after_pooling(modules, lambda name: None)
+    # Normalize between two Dense modules stays a step; a final one is the task's --normalize.
+    config["activation_function"] = "torch.nn.modules.activation.Tanh"
+    found = after_pooling(modules[:2] + [modules[2], {"type": "sentence_transformers.models.Normalize"},
+                                         {**modules[2], "path": "3_Dense"}],
+                          lambda name: {**config, "in_features": 2} if name.startswith("3_") else config)
+    assert [s["type"] for s in found["steps"]] == ["Dense", "Normalize", "Dense"] and found["normalize"] is False
