@@ -122,9 +122,12 @@ def _class_of_layout(layout: Layout, paths: dict[str, Path], source: ModelSource
         return "TransfoXLTokenizer"
     if layout is SENTENCEPIECE:
         found = ", ".join(sorted(p.name for p in paths.values()))
+        fix = ("Pass tokenizer_class=\"AlbertTokenizer\" (or T5Tokenizer, XLNetTokenizer, ...), or the directory with "
+               "the model's config.json" if source.single_file is not None else
+               "Add \"model_type\" to config.json or \"tokenizer_class\" to tokenizer_config.json")
         raise OSError(f"{source.where()} has only a SentencePiece model ({found}), which T5, ALBERT, XLNet, CamemBERT "
-                      f"and XLM-R all use, each with its own special tokens and ids. Add \"model_type\" to "
-                      f"config.json or \"tokenizer_class\" to tokenizer_config.json (or use a saved tokenizer.json).")
+                      f"and XLM-R all use, each with its own special tokens and ids. {fix} (or use a saved "
+                      f"tokenizer.json).")
     raise OSError(f"{source.where()}: {layout.describe()} alone does not say which tokenizer family it is "
                   f"(RoBERTa, GPT-2, OpenAI GPT, XLM and CTRL all save it, and tokenize differently). Add "
                   f"\"tokenizer_class\" to tokenizer_config.json or \"model_type\" to config.json.")

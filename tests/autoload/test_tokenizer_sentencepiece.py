@@ -286,6 +286,20 @@ def test_unknown_model_type_number_names_the_file(models, tmp_path: Path) -> Non
     assert str(directory / "spiece.model") in str(err.value)
 
 
+def test_a_single_model_file_as_the_seed_allows(models, tmp_path: Path) -> None:
+    """A path to the .model itself: the family from the file's name or tokenizer_class=...; files
+    next to it do not count (as for any single vocabulary file)."""
+    reference = transformers.AutoTokenizer.from_pretrained(
+        str(family_dir(tmp_path / "dir", "xlnet", models["xlnet", "unigram"])))
+    named = tmp_path / "xlnet-base-cased-spiece.model"
+    named.write_bytes(models["xlnet", "unigram"])
+    assert_same(AutoTokenizer.from_pretrained(named), reference)
+    assert_same(AutoTokenizer.from_pretrained(tmp_path / "dir" / "spiece.model", tokenizer_class="XLNetTokenizer"),
+                reference)
+    with pytest.raises(OSError, match=r"only a SentencePiece model \(spiece\.model\).*Pass tokenizer_class="):
+        AutoTokenizer.from_pretrained(tmp_path / "dir" / "spiece.model")
+
+
 def test_a_model_file_naming_no_family_is_refused_with_a_way_out(models, tmp_path: Path) -> None:
     (tmp_path / "spiece.model").write_bytes(models["t5", "unigram"])
     with pytest.raises(OSError, match="SentencePiece") as err:
