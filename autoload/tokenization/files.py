@@ -1,8 +1,9 @@
 """Tokenizer files: which layout a source holds, and the settings and saved tokens next to it.
 
 Layouts read: ``tokenizer.json`` (the full pipeline, as the reference saves it), ``vocab.txt``
-(WordPiece) and ``vocab.json`` + ``merges.txt`` (BPE). A SentencePiece model alone is
-recognised, to be refused with a way out.
+(WordPiece), ``vocab.json`` + ``merges.txt`` (BPE) and, when nothing else is there, a
+SentencePiece ``.model`` (under any of its usual names; the family's recipe builds it, see
+.sentencepiece).
 """
 from __future__ import annotations
 
