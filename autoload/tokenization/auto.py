@@ -43,7 +43,7 @@ class AutoTokenizer:
     @classmethod
     def from_pretrained(cls, pretrained_model_name_or_path: Union[str, os.PathLike], *inputs: Any,
                         **kwargs: Any) -> Tokenizer:
-        """Load a tokenizer from tokenizer.json, vocab.txt, or vocab.json + merges.txt.
+        """Load a tokenizer from tokenizer.json, vocab.txt, vocab.json + merges.txt, or a SentencePiece .model.
 
         Fetch options (cache_dir, force_download, revision, storage_options, ...) choose where
         files come from; special-token kwargs (pad_token=..., additional_special_tokens=[...])
