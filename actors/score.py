@@ -24,6 +24,7 @@ import numpy as np
 import pyarrow as pa
 import torch
 
+from autoload import registry
 from autoload.modeling import Segments
 
 from .common import INPUT_IDS, PROMPT_TOKENS
@@ -64,16 +65,21 @@ class Score(ModelStage):
         self.bos_token_id = bos_token_id
         self.return_token_logprobs = return_token_logprobs
         super().__init__(model, **kwargs)
+        # A head whose output is not a logits layer (Transformer-XL's adaptive softmax) scores the
+        # given next tokens itself; the others' logits go through log_softmax here.
+        self.target_logprobs = getattr(self.model, "target_logprobs", None)
         self.seq2seq = is_encoder_decoder(self.model.config)
         if self.seq2seq:
             # The decoder reads the padded encoder states, and the targets are padded anyway.
             self.flat = False
             self.lm_head = self.model.lm_logits  # the head with its tied-embedding rescale
             return
-        # The body's states go through the LM head a chunk of tokens at a time (every causal LM
-        # here names its head lm_head), so no (tokens, vocabulary) logits array is ever whole.
+        # The body's states go through the LM head a chunk of tokens at a time (a causal LM with
+        # logits names its head lm_head), so no (tokens, vocabulary) array is ever whole.
         self.body = getattr(self.model, self.model.base_model_prefix)
-        self.lm_head = self.model.lm_head
+        self.lm_head = None if self.target_logprobs is not None else self.model.lm_head
+        # The body gets the inputs its architecture declares (Transformer-XL takes no attention mask).
+        self.body_inputs = registry.contract(self.model.config.model_type).input_names
 
     def __call__(self, table: pa.Table) -> pa.Table:
         """Cut each row into its windows (sequences) before the shared machinery runs them."""
@@ -137,7 +143,7 @@ class Score(ModelStage):
     def forward(self, inputs: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         if self.seq2seq:
             return self._forward_seq2seq(inputs)
-        hidden = self.body(input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"]).last_hidden_state
+        hidden = self.body(**{name: inputs[name] for name in self.body_inputs if name in inputs}).last_hidden_state
         mask = inputs["attention_mask"]
         ids = inputs["input_ids"]
         following = torch.cat([ids[:, 1:], ids[:, :1]], dim=1)  # (B, T): the token each position predicts
@@ -157,6 +163,9 @@ class Score(ModelStage):
         out = torch.zeros(hidden.shape[0], dtype=torch.float32, device=hidden.device)
         for start in range(0, hidden.shape[0], LOGIT_CHUNK):
             chunk = slice(start, start + LOGIT_CHUNK)
+            if self.target_logprobs is not None:
+                out[chunk] = self.target_logprobs(hidden[chunk], following[chunk].long()).float()
+                continue
             logits = self.lm_head(hidden[chunk]).float()  # (chunk, V)
             out[chunk] = logits.log_softmax(-1).gather(1, following[chunk, None].long()).squeeze(1)
         return out.masked_fill(~has_next, 0.0)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from types import MappingProxyType
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Mapping, Optional
 
 INPUT_IDS = "input_ids"
 ATTENTION_MASK = "attention_mask"
@@ -57,6 +57,9 @@ class ModelContract:
     # An encoder-decoder (T5): the source runs through an encoder once, a decoder produces the
     # target from it; score and generate take their encoder-decoder path, embed runs the encoder.
     encoder_decoder: bool = False
+    # The job tasks (jobs/tasks/<name>.py) it serves, when fewer than its heads and flags would
+    # allow (Transformer-XL: score only); None: each task decides from the flags above.
+    tasks: Optional[tuple[str, ...]] = None
 
     def __post_init__(self) -> None:
         if self.padding_side not in PADDING_SIDES:

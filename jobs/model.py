@@ -90,7 +90,10 @@ def resolve(spec: JobSpec, task: Task) -> ResolvedModel:
     try:
         source = open_source(reference, FetchOptions.pop_from(dict(fetch)))
         config = AutoConfig.from_pretrained(reference, **fetch)
-        unfit = task.unfit(registry.contract(config.model_type))
+        contract = registry.contract(config.model_type)
+        unfit = task.unfit(contract)
+        if not unfit and contract.tasks is not None and task.name not in contract.tasks:
+            unfit = f"{contract.model_type} serves only --task {', '.join(contract.tasks)} (its model file's contract)"
         if unfit:
             raise ModelError(f"--task {task.name} can't run on {shown}: {unfit}")
         model_class = stage.auto_class.model_class(config)
@@ -108,7 +111,7 @@ def resolve(spec: JobSpec, task: Task) -> ResolvedModel:
     resolved = ResolvedModel(
         reference=reference, model_class=model_class.__name__, model_type=config.model_type,
         config_hash=hashlib.sha256(config.to_json_string().encode()).hexdigest(),
-        tokenizer_hash=hashlib.sha256(tokenizer.backend.to_str().encode()).hexdigest(),
+        tokenizer_hash=hashlib.sha256(_tokenizer_json(tokenizer).encode()).hexdigest(),
         weights_digest=digest, weight_files=[f.name for f in files],
         weights_bytes=sum(f.stat().st_size for f in files),
         max_length=_max_length(spec, config, tokenizer, st), pad_token_id=int(tokenizer.pad_token_id or 0),
@@ -117,6 +120,13 @@ def resolve(spec: JobSpec, task: Task) -> ResolvedModel:
     logger.info("model %s: %s (%s), weights sha256 %s…, max length %d", shown, resolved.model_class,
                 resolved.model_type, digest[:12], resolved.max_length)
     return resolved
+
+
+def _tokenizer_json(tokenizer: Any) -> str:
+    """The tokenizer's pipeline as JSON, for the job's identity: a tokenizer with Python parts
+    (CTRL, Transformer-XL) writes its backend without them, which ``tokenizers`` can't serialise."""
+    own = getattr(tokenizer, "_backend_json", None)
+    return own() if own is not None else tokenizer.backend.to_str()
 
 
 def _sentence_transformers(source: ModelSource) -> dict[str, Any]:

@@ -581,4 +581,7 @@ CONTRACT = ModelContract(
     tokenizer_class="TransfoXLTokenizer",
     rank=100,
     max_length_rule=context_length,
+    # score runs each row (window) on zero memories, as the reference's first segment: a row's
+    # memory never reaches another row. generate and the encoder tasks are not wired for it.
+    tasks=("score",),
 )

@@ -324,15 +324,19 @@ class TransfoXLTokenizer(Tokenizer):
 
     def __getstate__(self) -> dict:
         state = super().__getstate__()
+        state["backend"] = self._backend_json()
+        state.pop("pipeline", None)
+        return state
+
+    def _backend_json(self) -> str:
+        """The backend as JSON, without the Python parts ``tokenizers`` can't write."""
         with self.backend_lock:
             self.backend.pre_tokenizer = None
             self.backend.decoder = None
             try:
-                state["backend"] = self.backend.to_str()
+                return self.backend.to_str()
             finally:
                 self._attach()
-        state.pop("pipeline", None)
-        return state
 
     def __setstate__(self, state: dict) -> None:
         state["backend"] = tokenizers.Tokenizer.from_str(state["backend"])
