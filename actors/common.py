@@ -22,6 +22,8 @@ ROW = "__row"
 # Added by the tokenize stage.
 INPUT_IDS = "__input_ids"
 TOKEN_TYPE_IDS = "__token_type_ids"
+# Each token's language id, for models that declare a ``langs`` input (XLM, FlauBERT).
+LANGS = "__langs"
 TOKENS = "__tokens"
 # With Windows (actors/tokenize.py), per window: token offsets (start, end flattened), which text
 # of a pair each token is from (-1: special), and its word in that text (-1: none).

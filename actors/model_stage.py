@@ -26,12 +26,14 @@ import torch
 
 from autoload import registry
 from autoload.checkpoint import weights_digest
+from autoload.contract import LANGS as LANGS_INPUT
 from autoload.contract import TOKEN_TYPE_IDS as TOKEN_TYPE_INPUT
 from autoload.modeling import Segments, to_device
 
 from .common import (
     DTYPES,
     INPUT_IDS,
+    LANGS,
     PADDED,
     SECONDS,
     TOKEN_TYPE_IDS,
@@ -75,24 +77,29 @@ class Sequences:
     type_ids: Optional[pa.ListArray]  # the same for token types, when the model takes them
     row: np.ndarray                   # (S,) the input row of each sequence
     lengths: np.ndarray               # (S,) tokens per sequence
+    langs: Optional[pa.ListArray] = None  # each token's language id, when the model takes languages
 
     @classmethod
-    def from_table(cls, table: pa.Table, valid: np.ndarray, token_types: bool) -> "Sequences":
+    def from_table(cls, table: pa.Table, valid: np.ndarray, token_types: bool, langs: bool = False) -> "Sequences":
         rows = np.flatnonzero(valid)
         ids = table[INPUT_IDS].combine_chunks().take(pa.array(rows, type=pa.int64()))
         type_ids = None
         if token_types and TOKEN_TYPE_IDS in table.column_names:
             type_ids = table[TOKEN_TYPE_IDS].combine_chunks().take(pa.array(rows, type=pa.int64()))
+        lang_ids = None
+        if langs and LANGS in table.column_names:
+            lang_ids = table[LANGS].combine_chunks().take(pa.array(rows, type=pa.int64()))
         if pa.types.is_list(ids.type.value_type) or pa.types.is_large_list(ids.type.value_type):
             # Several sequences per row: list<list<int>>.
             counts = ids.value_lengths().to_numpy(zero_copy_only=False)
             row = np.repeat(rows, counts)
             ids = ids.flatten()
             type_ids = type_ids.flatten() if type_ids is not None else None
+            lang_ids = lang_ids.flatten() if lang_ids is not None else None
         else:
             row = rows
         lengths = ids.value_lengths().to_numpy(zero_copy_only=False).astype(np.int64)
-        return cls(ids=ids, type_ids=type_ids, row=row, lengths=lengths)
+        return cls(ids=ids, type_ids=type_ids, row=row, lengths=lengths, langs=lang_ids)
 
     def __len__(self) -> int:
         return len(self.row)
@@ -189,6 +196,7 @@ class ModelStage:
         self.flat = callable(getattr(self.model, "forward_flat", None))
         # Only the inputs the architecture declares reach it (DistilBERT and RoBERTa take no token types).
         self.token_types = registry.contract(self.model.config.model_type).uses_token_types
+        self.langs = LANGS_INPUT in registry.contract(self.model.config.model_type).input_names
         if expected_weights_digest is not None:
             digest = weights_digest(self.model.checkpoint_files)
             if digest != expected_weights_digest:
@@ -233,12 +241,12 @@ class ModelStage:
         injected_faults("model")
         started = time.perf_counter()
         valid = valid_rows(table)
-        sequences = Sequences.from_table(table, valid, self.token_types)
+        sequences = Sequences.from_table(table, valid, self.token_types, self.langs)
         with torch.inference_mode():
             per_sequence, per_token, widths = self._run(sequences)
         results = Results(sequences=sequences, num_rows=table.num_rows, valid=valid, per_sequence=per_sequence,
                           per_token=per_token, table=table)
-        table = table.drop_columns([c for c in (INPUT_IDS, TOKEN_TYPE_IDS) if c in table.column_names])
+        table = table.drop_columns([c for c in (INPUT_IDS, TOKEN_TYPE_IDS, LANGS) if c in table.column_names])
         for name, column in self.columns(results).items():
             table = table.append_column(name, column)
         # Padded positions per row, summed over its sequences (for the padding ratio).
@@ -318,12 +326,16 @@ class ModelStage:
             extra = {}
             if sequences.type_ids is not None:
                 extra[TOKEN_TYPE_INPUT] = to_device(flat_rows(sequences.type_ids, group), self.device)
+            if sequences.langs is not None:
+                extra[LANGS_INPUT] = to_device(flat_rows(sequences.langs, group), self.device)
             output = self.forward_flat(to_device(flat_rows(sequences.ids, group), self.device), segments, **extra)
             return output, group_lengths.astype(np.int64)
         input_ids, mask = pad_rows(sequences.ids, group, self.pad_token_id)  # (B, T) each
         inputs = {"input_ids": input_ids, "attention_mask": mask}
         if sequences.type_ids is not None:
             inputs[TOKEN_TYPE_INPUT] = pad_rows(sequences.type_ids, group, 0)[0]
+        if sequences.langs is not None:
+            inputs[LANGS_INPUT] = pad_rows(sequences.langs, group, 0)[0]
         output = self.forward({k: to_device(v, self.device) for k, v in inputs.items()})
         return output, np.full(len(group), input_ids.shape[1], dtype=np.int64)
 

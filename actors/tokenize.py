@@ -21,6 +21,7 @@ from .common import (
     BAD_ROW_POLICIES,
     ERROR,
     INPUT_IDS,
+    LANGS,
     OFFSETS,
     PROMPT_TOKENS,
     ROW,
@@ -40,6 +41,7 @@ from .common import (
 logger = logging.getLogger(__name__)
 
 TOKEN_TYPE_INPUT = "token_type_ids"  # the model's input name; TOKEN_TYPE_IDS is this stage's column
+LANGS_INPUT = "langs"  # the input of models with language embeddings (XLM, FlauBERT); LANGS is this stage's column
 
 _TEXT_TYPES = (pa.types.is_string, pa.types.is_large_string, pa.types.is_string_view)
 _BINARY_TYPES = (pa.types.is_binary, pa.types.is_large_binary, pa.types.is_binary_view)
@@ -107,13 +109,17 @@ class Tokenize:
         prompt_boundary: bool = False,
         windows: Optional[Windows] = None,
         prefix: str = "",
+        lang: Optional[str] = None,
+        lang_column: Optional[str] = None,
     ) -> None:
         if on_bad_row not in BAD_ROW_POLICIES:
             raise ValueError(f"on_bad_row must be one of {BAD_ROW_POLICIES}, got {on_bad_row!r}")
         fetch = {"storage_options": storage_options or {}, "cache_dir": cache_dir}
         self.tokenizer = AutoTokenizer.from_pretrained(model, **fetch)
         # What the model stage passes to forward: token types only where the model takes them.
-        self.input_names = registry.contract(AutoConfig.from_pretrained(model, **fetch).model_type).input_names
+        config = AutoConfig.from_pretrained(model, **fetch)
+        self.input_names = registry.contract(config.model_type).input_names
+        self.languages = Languages(config, self.input_names, lang, lang_column)
         self.options = EncodeOptions(truncation="longest_first", max_length=max_length)
         self.windows = windows
         if windows is not None:
@@ -135,6 +141,9 @@ class Tokenize:
         if self.text_pair_column is not None:
             pairs, pair_problems = self._texts(table, self.text_pair_column)
             problems = [a or b for a, b in zip(problems, pair_problems)]
+        codes = self.languages.codes(table)
+        if codes is not None:
+            problems = [problem or self.languages.problem(code) for problem, code in zip(problems, codes)]
         bad = [i for i, problem in enumerate(problems) if problem]
         if bad and self.on_bad_row == "error":
             raise BadRowError(
@@ -152,7 +161,7 @@ class Tokenize:
         if self.windows is not None:
             table = self._windowed(table, good, inputs, problems, cut)
         else:
-            encodings = encode_batch(self.tokenizer, inputs, self.options)
+            encodings = self._encode(inputs, None if codes is None else [codes[i] for i in good])
             slots: list = [None] * table.num_rows
             for i, encoding in zip(good, encodings):
                 slots[i] = encoding
@@ -163,6 +172,8 @@ class Tokenize:
             table = table.append_column(TRUNCATED, pa.array(cut))
             if self.text_pair_column is not None and TOKEN_TYPE_INPUT in self.input_names:
                 table = table.append_column(TOKEN_TYPE_IDS, _list_column(slots, "type_ids", pa.int8()))
+            if codes is not None and self.languages.lang2id:
+                table = table.append_column(LANGS, self.languages.column(slots, codes))
         if self.prompt_boundary and self.windows is None:
             table = table.append_column(PROMPT_TOKENS, pa.array([_second_start(e) for e in slots], type=pa.int32()))
         if self.on_bad_row == "flag":
@@ -225,6 +236,19 @@ class Tokenize:
             table = table.append_column(column, pa.array(values, type=pa.large_string()))
         return table
 
+    def _encode(self, inputs: list, codes: Optional[list]) -> list:
+        """Encodings of ``inputs``; with languages, each language's rows by its tokenizer (XLM's
+        Moses settings differ per language), back in the rows' order."""
+        if codes is None:
+            return encode_batch(self.tokenizer, inputs, self.options)
+        encodings: list = [None] * len(inputs)
+        for code in dict.fromkeys(codes):
+            rows = [k for k, c in enumerate(codes) if c == code]
+            tokenizer = self.tokenizer.for_language(code) if hasattr(self.tokenizer, "for_language") else self.tokenizer
+            for k, encoding in zip(rows, encode_batch(tokenizer, [inputs[k] for k in rows], self.options)):
+                encodings[k] = encoding
+        return encodings
+
     def _cut(self, texts: list, rows: list[int], cut: np.ndarray) -> list:
         """``texts`` with the given rows cut to ``max_chars`` characters, marked in ``cut``."""
         for i in rows:
@@ -245,6 +269,63 @@ class Tokenize:
         if SOURCE in table.column_names and ROW in table.column_names:
             return f"{table[SOURCE][index].as_py()} row {table[ROW][index].as_py()}"
         return f"row {index} of the batch"
+
+
+class Languages:
+    """Each row's language, for a model that declares a ``langs`` input: one code for every row
+    (``lang``) or a column of codes (``lang_column``), mapped to ids by the config's ``lang2id``
+    (``id2lang`` in older configs). Without either the model gets no languages, as the
+    reference's forward without ``langs``."""
+
+    def __init__(self, config: Any, input_names: Sequence[str], lang: Optional[str], lang_column: Optional[str]):
+        if lang is not None and lang_column is not None:
+            raise ValueError("give a language for every row (--lang) or a column of languages (--lang-column), "
+                             "not both")
+        if (lang is not None or lang_column is not None) and LANGS_INPUT not in input_names:
+            raise ValueError(f"--lang / --lang-column: {config.model_type} models take no languages (only models "
+                             f"with a {LANGS_INPUT!r} input do, e.g. xlm and flaubert)")
+        self.lang, self.column_name = lang, lang_column
+        self.lang2id = language_ids(config)
+        if lang is not None and self.problem(lang):
+            raise ValueError(f"--lang: {self.problem(lang)}")
+
+    def codes(self, table: pa.Table) -> Optional[list]:
+        """The language code of every row (None: no languages)."""
+        if self.column_name is not None:
+            if self.column_name not in table.column_names:
+                raise ValueError(f"the language column {self.column_name!r} is not in the input (columns: "
+                                 f"{', '.join(c for c in table.column_names if not c.startswith('__'))})")
+            return table[self.column_name].to_pylist()
+        return None if self.lang is None else [self.lang] * table.num_rows
+
+    def problem(self, code: Any) -> str:
+        """Why a row's language can't be used ("" when it can)."""
+        where = f" in column {self.column_name!r}" if self.column_name else ""
+        if code is None:
+            return f"column {self.column_name!r} is null: the row has no language"
+        if not isinstance(code, str):
+            return f"language {code!r}{where} is not a language code (a string such as 'en')"
+        if self.lang2id and code not in self.lang2id:
+            return (f"language {code!r}{where} is not one of the model's languages "
+                    f"({', '.join(sorted(self.lang2id))}: its config's lang2id)")
+        return ""
+
+    def column(self, slots: list, codes: list) -> pa.ListArray:
+        """list<int32>: each token's language id (its row's); an empty list for a row without tokens."""
+        lengths = np.array([len(e.ids) if e else 0 for e in slots], dtype=np.int64)
+        ids = np.array([self.lang2id[c] if e else 0 for e, c in zip(slots, codes)], dtype=np.int32)
+        offsets = np.zeros(len(slots) + 1, dtype=np.int32)
+        np.cumsum(lengths, out=offsets[1:])
+        return pa.ListArray.from_arrays(pa.array(offsets), pa.array(np.repeat(ids, lengths), type=pa.int32()))
+
+
+def language_ids(config: Any) -> dict[str, int]:
+    """The config's language code → id table: ``lang2id``, else ``id2lang`` inverted; {} for none."""
+    lang2id = getattr(config, "lang2id", None)
+    if lang2id:
+        return {str(code): int(i) for code, i in lang2id.items()}
+    id2lang = getattr(config, "id2lang", None) or {}
+    return {str(code): int(i) for i, code in id2lang.items()}
 
 
 def _column_texts(data: Union[pa.Array, pa.ChunkedArray], column: str) -> tuple[list, list[str]]:

@@ -14,6 +14,7 @@ from typing import Any, Callable, Mapping, Optional
 INPUT_IDS = "input_ids"
 ATTENTION_MASK = "attention_mask"
 TOKEN_TYPE_IDS = "token_type_ids"
+LANGS = "langs"  # per-token language ids (XLM, FlauBERT): the tokenize stage fills them from the row's language
 PADDING_SIDES = ("right", "left")
 
 

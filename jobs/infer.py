@@ -20,6 +20,8 @@ from typing import Any, Optional
 import ray
 
 from actors.common import BadRowError
+from actors.tokenize import Languages
+from autoload import registry
 from autoload.storage import StorageError, redact_text, retry, secret_values
 from jobs import output, pipeline, placement
 from jobs.model import ModelError, ResolvedModel, resolve
@@ -88,7 +90,9 @@ def run_job(spec: JobSpec) -> dict[str, Any]:
     settings = task.settings(model)
     schema = task.output_schema(settings, model)
     output_columns(spec, schema.names)
-    columns = list(dict.fromkeys(c for c in [spec.text_column, spec.text_pair_column, spec.id_column, *spec.keep_columns] if c))
+    check_languages(spec, model)
+    columns = list(dict.fromkeys(c for c in [spec.text_column, spec.text_pair_column, spec.id_column, spec.lang_column,
+                                             *spec.keep_columns] if c))
     work = plan(spec.input, columns, spec.max_rows_per_file, spec.storage_options,
                 text_columns=[c for c in (spec.text_column, spec.text_pair_column) if c], on_bad_shard=spec.on_bad_shard)
     logger.info("%d rows in %d input file(s), %d work unit(s)", work.num_rows, len(work.shards), len(work.units))
@@ -160,6 +164,7 @@ def job_identity(spec: JobSpec, model: ResolvedModel, task: Task, settings: dict
         "on_bad_row": spec.on_bad_row, "dtype": spec.dtype, "model_class": model.model_class,
         "weights_sha256": model.weights_digest, "config_sha256": model.config_hash,
         "tokenizer_sha256": model.tokenizer_hash, "max_length": model.max_length, **task.identity(settings),
+        **({"lang": spec.lang, "lang_column": spec.lang_column} if spec.lang or spec.lang_column else {}),
     }
 
 
@@ -274,12 +279,24 @@ def _check_answers(target: str, address: str, source: str) -> None:
                    "fix the address; leave both --ray-address and RAY_ADDRESS unset to run on a fresh local Ray.")
 
 
+def check_languages(spec: JobSpec, model: ResolvedModel) -> None:
+    """--lang / --lang-column before Ray starts: only for models that take languages, and a
+    --lang the model's lang2id knows (the tokenize stage checks each row's)."""
+    if spec.lang is None and spec.lang_column is None:
+        return
+    try:
+        Languages(model.config, registry.contract(model.config.model_type).input_names, spec.lang, spec.lang_column)
+    except ValueError as err:
+        raise SpecError(f"{model.reference}: {err}") from None
+
+
 def _tokenize_stage(spec: JobSpec, model: ResolvedModel, task_kwargs: dict[str, Any]) -> dict[str, Any]:
     """The tokenize stage's arguments: the job's, then what the task changes."""
     return {"model": model.reference, "text_column": spec.text_column, "text_pair_column": spec.text_pair_column,
             "max_length": model.max_length, "on_bad_row": spec.on_bad_row,
-            "drop_columns": [c for c in (spec.text_column, spec.text_pair_column)
+            "drop_columns": [c for c in dict.fromkeys((spec.text_column, spec.text_pair_column, spec.lang_column))
                              if c and c not in (spec.id_column, *spec.keep_columns)],
+            **({"lang": spec.lang} if spec.lang else {}), **({"lang_column": spec.lang_column} if spec.lang_column else {}),
             "storage_options": spec.storage_options, "cache_dir": spec.cache_dir, **task_kwargs}
 
 

@@ -59,6 +59,8 @@ class JobSpec:
     output: Optional[str] = None
     text_column: str = "text"
     text_pair_column: Optional[str] = None
+    lang: Optional[str] = None  # the language of every row, for models that take languages (XLM, FlauBERT)
+    lang_column: Optional[str] = None  # or a column of per-row language codes
     id_column: Optional[str] = None
     keep_columns: list[str] = field(default_factory=list)
     max_length: Optional[int] = None
@@ -107,6 +109,8 @@ GENERAL: tuple[Option, ...] = (
     Option("output", "output directory URL, not inside an input; one Parquet file per input shard, each committed with a record in _commits/, then _manifest.json and _SUCCESS. A rerun resumes: committed files are skipped (default: demo_output)", parse.text, flag={"metavar": "URL"}),
     Option("text_column", "column holding the text (default: text)", parse.text, flag={"metavar": "NAME"}),
     Option("text_pair_column", "second text of a pair (e.g. for cross-encoders / NLI classifiers)", parse.text, flag={"metavar": "NAME"}),
+    Option("lang", "language code of every row (e.g. fr), for models that take languages (XLM, FlauBERT): its id in the model's config lang2id goes to the model with every token, and its Moses rules tokenize the text. Default: no languages (English tokenization)", parse.text, flag={"metavar": "CODE"}),
+    Option("lang_column", "input column holding each row's language code, as --lang per row; a code the model's lang2id lacks is a bad row (see --on-bad-row)", parse.text, flag={"metavar": "NAME"}),
     Option("id_column", "input column holding each row's id, written to the output under the same name (so outputs join back on it); default: an 'id' column of '<input file>#<row index>', stable across reruns", parse.text, flag={"metavar": "NAME"}),
     Option("keep_columns", "input columns copied to the output unchanged", parse.csv, flag={"metavar": "A,B"}),
     Option("max_length", "truncate inputs to N tokens; default: the model's limit (sentence_bert_config.json max_seq_length, else the tokenizer's / position table's)", parse.positive(int), flag={"metavar": "N"}),
@@ -263,7 +267,9 @@ def make_spec(values: dict[str, Any], origin: str = "spec") -> JobSpec:
 
 
 def _check_columns(spec: JobSpec) -> None:
-    named = [spec.text_column, spec.text_pair_column, spec.id_column, *spec.keep_columns]
+    named = [spec.text_column, spec.text_pair_column, spec.id_column, spec.lang_column, *spec.keep_columns]
+    if spec.lang and spec.lang_column:
+        raise SpecError("give --lang (one language for every row) or --lang-column (a language per row), not both")
     internal = [c for c in named if c and c.startswith("__")]
     if internal:
         raise SpecError(f"Column names starting with '__' are reserved for the job's own use: {', '.join(internal)}")

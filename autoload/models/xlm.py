@@ -91,16 +91,6 @@ class XLMConfig(PretrainedConfig):
     }
 
 
-def language_ids(config: PretrainedConfig) -> dict[str, int]:
-    """The config's language code → language id table (``lang2id``), or ``{}`` for a monolingual
-    model.  Old configs carry only ``id2lang`` (keys as strings after a JSON round trip)."""
-    lang2id = getattr(config, "lang2id", None)
-    if lang2id:
-        return {str(code): int(i) for code, i in lang2id.items()}
-    id2lang = getattr(config, "id2lang", None) or {}
-    return {str(code): int(i) for i, code in id2lang.items()}
-
-
 def check_supported(config: XLMConfig) -> None:
     """Refuse, by name, the settings the reference offers that inference here does not."""
     if config.asm:
