@@ -21,7 +21,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from fsspec.implementations.local import LocalFileSystem
 
-from autoload.storage import StorageError, object_version, redact_text, retry
+from autoload.storage import StorageError, object_version, redact_text, retry, scoped_options
 
 logger = logging.getLogger(__name__)
 
@@ -75,8 +75,9 @@ class Plan:
 
 
 def filesystem(url: str, storage_options: dict[str, Any]) -> tuple[fsspec.AbstractFileSystem, str]:
-    """fsspec filesystem and in-filesystem path for a URL or local path."""
-    return fsspec.core.url_to_fs(url, **storage_options)
+    """fsspec filesystem and in-filesystem path for a URL or local path, with the storage
+    options that apply to its protocol (:func:`autoload.storage.scoped_options`)."""
+    return fsspec.core.url_to_fs(url, **scoped_options(url, storage_options))
 
 
 def join_url(root: str, relative: str) -> str:
@@ -300,6 +301,47 @@ def plan(inputs: list[str], columns: list[str], max_rows_per_file: int, storage_
             units.append(Unit(index=len(units), shard=index, row_start=int(bounds[k]), row_stop=int(bounds[k + 1]),
                               output=output_name(shard.name, k, pieces)))
     return Plan(shards=shards, units=units, columns=columns)
+
+
+# Bytes a row of a variable-width output column is assumed to take (ids, labels, kept text):
+# the estimate only has to keep files within a small factor of the target.
+VARIABLE_WIDTH_BYTES = 32
+# Per-token outputs (lists without a fixed width): elements a row is assumed to have.
+LIST_ELEMENTS = 128
+
+
+def estimated_row_bytes(schema: pa.Schema, extra_columns: int = 0) -> int:
+    """Parquet bytes one output row takes, estimated from the column types: fixed-width values
+    at their width (embeddings are random-looking floats that barely compress), strings at
+    :data:`VARIABLE_WIDTH_BYTES`, lists without a fixed width at :data:`LIST_ELEMENTS`
+    elements; ``extra_columns`` variable-width columns more (the id and kept columns)."""
+    def width(kind: pa.DataType) -> float:
+        if pa.types.is_fixed_size_list(kind):
+            return kind.list_size * width(kind.value_type)
+        if pa.types.is_list(kind) or pa.types.is_large_list(kind):
+            return LIST_ELEMENTS * width(kind.value_type)
+        if pa.types.is_struct(kind):
+            return sum(width(f.type) for f in kind)
+        if pa.types.is_boolean(kind):
+            return 0.125
+        try:
+            return kind.bit_width / 8
+        except ValueError:  # strings, binaries, dictionaries: no fixed width
+            return VARIABLE_WIDTH_BYTES
+    return max(1, int(sum(width(f.type) for f in schema) + VARIABLE_WIDTH_BYTES * extra_columns))
+
+
+def rows_per_file(max_rows_per_file: int, target_file_bytes: Optional[int], schema: pa.Schema,
+                  extra_columns: int = 0) -> int:
+    """Rows per output file: ``max_rows_per_file``, or fewer so that a file comes out near
+    ``target_file_bytes`` (see :func:`estimated_row_bytes`)."""
+    if not target_file_bytes:
+        return max_rows_per_file
+    row_bytes = estimated_row_bytes(schema, extra_columns)
+    rows = max(1, min(max_rows_per_file, target_file_bytes // row_bytes))
+    logger.info("--target-file-bytes %d: about %d bytes per output row, so at most %d rows per file", target_file_bytes,
+                row_bytes, rows)
+    return rows
 
 
 def output_name(shard_name: str, piece: int, pieces: int) -> str:
