@@ -430,6 +430,23 @@ class T5PreTrainedModel(PreTrainedModel):
                         param.normal_(0.0, factor * stds.get(module_name, 1.0))
         self.tie_weights()
 
+    @classmethod
+    def from_pretrained(cls, *args, **kwargs):
+        """As every model's, then in float16 the feed-forwards' output projections (``wo``) go
+        back to float32, as the reference's ``_keep_in_fp32_modules``: T5's feed-forward
+        outputs overflow float16 (released checkpoints give inf / NaN without it)."""
+        loaded = super().from_pretrained(*args, **kwargs)
+        model = loaded[0] if isinstance(loaded, tuple) else loaded
+        if model.shared_dtype() == torch.float16:
+            for module in model.modules():
+                if isinstance(module, (T5DenseActDense, T5DenseGatedActDense)):
+                    module.wo.float()
+        return loaded
+
+    def shared_dtype(self) -> torch.dtype:
+        """The dtype the model was loaded in (its token table's; ``wo`` may differ)."""
+        return next(m for m in self.modules() if isinstance(m, nn.Embedding)).weight.dtype
+
     def shift_right(self, input_ids: torch.Tensor) -> torch.Tensor:
         """Decoder inputs for targets: the start token, then the targets but the last (-100 → pad)."""
         start, pad = self.config.decoder_start_token_id, self.config.pad_token_id

@@ -339,3 +339,29 @@ def test_contract() -> None:
     assert list(contract.input_names) == transformers.T5TokenizerFast.model_input_names
     assert contract.padding_side == transformers.T5TokenizerFast.padding_side
     assert contract.max_input_length(autoload.AutoConfig.for_model("t5")) == 512
+
+
+@pytest.mark.parametrize("head", ["with_lm_head", "sequence_classification", "encoder"])
+def test_float16_keeps_the_feed_forward_output_in_float32_as_the_reference(head: str, tmp_path: Path) -> None:
+    """Loaded in float16, ``wo`` stays float32 (the reference's _keep_in_fp32_modules) and the
+    outputs follow the reference's float16 run."""
+    case = CASES[1]
+    _, directory = reference_dir(case, head, tmp_path)
+    reference = getattr(transformers, case.heads[head]).from_pretrained(directory, dtype=torch.float16,
+                                                                        attn_implementation="eager").eval()
+    ours = load(head, directory, torch_dtype="float16")
+    dtypes = {name: p.dtype for name, p in ours.named_parameters()}
+    assert {d for n, d in dtypes.items() if n.endswith("wo.weight")} == {torch.float32}
+    assert {d for n, d in dtypes.items() if not n.endswith("wo.weight")} == {torch.float16}
+    assert dtypes == {name: p.dtype for name, p in reference.named_parameters() if name in dtypes}
+    exact = load(head, directory)  # float32
+    inputs = inputs_for(case.heads[head], batch(case))
+    key = "logits" if head != "encoder" else "last_hidden_state"
+    with torch.no_grad():
+        expected, got, truth = getattr(reference(**inputs), key), ours(**inputs)[key], exact(**inputs)[key]
+    assert got.dtype == expected.dtype
+    # As close to the float32 result as the reference's float16 run is (their rounding differs:
+    # eager vs SDPA attention), and both near it.
+    ours_error, reference_error = (got.float() - truth).abs().max(), (expected.float() - truth).abs().max()
+    assert ours_error <= 2 * reference_error + 1e-3, (ours_error, reference_error)
+    assert ours_error <= 5e-3 * truth.abs().max()
