@@ -59,3 +59,20 @@ def pointer(count: int, shards_inline: bool) -> dict[str, Any]:
     """What the manifest says about the side file."""
     return {"path": FILES, "count": count, "format": "one row per output file; column `record` is its commit "
             "record as JSON", "shards_inline": shards_inline}
+
+
+def committed_outputs(fs: Any, root: str) -> set[str]:
+    """Names of the output files committed under ``root`` (a path on ``fs``): those in the side
+    file and those with a JSON record not folded yet.  For tools and tests watching a run."""
+    root = root.rstrip("/")
+    names: set[str] = set()
+    try:
+        names |= set(decode(fs.cat_file(f"{root}/{FILES}")))
+    except (FileNotFoundError, ValueError):
+        pass
+    try:
+        found = fs.find(f"{root}/_commits")
+    except FileNotFoundError:
+        found = []
+    prefix = f"{root}/_commits/"
+    return names | {p[len(prefix):-len(".json")] for p in found if p.startswith(prefix) and p.endswith(".json")}

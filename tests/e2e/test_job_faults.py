@@ -21,10 +21,12 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from fsspec.implementations.local import LocalFileSystem
 
 from conftest import REPO, S3Server
 from jobs import infer
 from jobs.infer import run_job
+from jobs.records import committed_outputs
 from jobs.spec import parse_spec
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("ray_local")]
@@ -156,7 +158,7 @@ def test_s3_server_restarted_during_writes(private_s3: S3Server, faults: Path, m
     def records() -> set[str]:
         try:
             watcher.invalidate_cache()
-            return {p.rsplit("/", 1)[1][:-5] for p in watcher.find(f"{out}/_commits")}
+            return committed_outputs(watcher, out)  # JSON records, and those folded into _files.parquet
         except Exception:  # the server is down
             return set()
 
@@ -231,7 +233,7 @@ def test_driver_killed_mid_job_then_rerun_resumes(faults: Path, minilm: str, tmp
     killed_after = time.monotonic() - started
     # Ray ends the dead driver's workers; a write it had under way may still have committed.
     wait_for(lambda: ray.available_resources().get("CPU", 0) >= 2, 120, "the killed job's workers to end")
-    committed = {p.name[:-5] for p in commits.glob("*.json")}
+    committed = committed_outputs(LocalFileSystem(), str(out))
     assert 3 <= len(committed) < 10 and not (out / "_SUCCESS").exists()
     summary, rows, duplicates, rerun_seconds = rerun_resumes(argv, committed, 10, texts, local_reader(out), minilm)
     assert rows == 300
