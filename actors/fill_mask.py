@@ -76,6 +76,7 @@ class FillMask(ModelStage):
         self.targets: Optional[list[int]] = target_ids(self.tokenizer, targets) if targets else None
         self.top_k = min(top_k, len(self.targets)) if self.targets else top_k
         super().__init__(model, **kwargs)
+        self.top_k = min(self.top_k, int(self.model.config.vocab_size))  # torch.topk refuses more
         self.body = getattr(self.model, self.model.base_model_prefix)
         self._target_index = (torch.tensor(self.targets, device=self.device) if self.targets is not None else None)
 
