@@ -164,20 +164,3 @@ def byte_size(value: Any) -> int:
     if size <= 0:
         raise SpecError(f"expected a positive size, got {value!r}")
     return size
-
-
-_BYTE_UNITS = {"": 1, "b": 1, "kb": 10**3, "mb": 10**6, "gb": 10**9, "kib": 2**10, "mib": 2**20, "gib": 2**30}
-
-
-def byte_size(value: Any) -> int:
-    """A positive number of bytes: ``268435456``, ``256MiB``, ``128 MB``, ``1.5GiB``."""
-    text = str(value).strip().lower().replace(" ", "")
-    number = text.rstrip("kmgib")
-    unit = text[len(number):]
-    try:
-        size = int(float(number) * _BYTE_UNITS[unit])
-    except (KeyError, ValueError):
-        raise SpecError(f"expected a size in bytes such as 268435456, 256MiB or 128MB, got {value!r}") from None
-    if size <= 0:
-        raise SpecError(f"expected a positive size, got {value!r}")
-    return size
