@@ -20,9 +20,12 @@ from typing import Any, Optional
 import ray
 
 from actors.common import BadRowError
+from actors.tokenize import Languages
+from autoload import registry
 from autoload.storage import StorageError, redact_text, retry, secret_values
-from jobs import output, pipeline, placement
+from jobs import lease, output, pipeline, placement
 from jobs.model import ModelError, ResolvedModel, resolve
+from jobs.lease import LeaseError
 from jobs.output import OutputError
 from jobs.pipeline import BadShardError
 from jobs.progress import StallError
@@ -86,47 +89,60 @@ def run_job(spec: JobSpec) -> dict[str, Any]:
     task = spec.make_task()
     model = resolve(spec, task)
     settings = task.settings(model)
+    own_columns = task.text_columns(settings, model)
+    if own_columns is not None:
+        spec.text_column, spec.text_pair_column = own_columns
     schema = task.output_schema(settings, model)
     output_columns(spec, schema.names)
-    columns = list(dict.fromkeys(c for c in [spec.text_column, spec.text_pair_column, spec.id_column, *spec.keep_columns] if c))
+    check_languages(spec, model)
+    columns = list(dict.fromkeys(c for c in [spec.text_column, spec.text_pair_column, spec.id_column, spec.lang_column,
+                                             *spec.keep_columns] if c))
     per_file = rows_per_file(spec.max_rows_per_file, spec.target_file_bytes, schema, 1 + len(spec.keep_columns))
     work = plan(spec.input, columns, per_file, spec.storage_options,
                 text_columns=[c for c in (spec.text_column, spec.text_pair_column) if c], on_bad_shard=spec.on_bad_shard)
     logger.info("%d rows in %d input file(s), %d work unit(s)", work.num_rows, len(work.shards), len(work.units))
     if not work.units:
         logger.warning("the input has no rows to process (%d file(s), all empty or unreadable)", len(work.shards))
-    identity = job_identity(spec, model, task, settings)
+    dtype = resolved_dtype(spec)
+    identity = job_identity(spec, model, task, settings, dtype)
     job = output.fingerprint(identity)
-    committed = output.prepare(spec.output, spec.storage_options, identity, _expected_records(work, job), spec.overwrite)
-    todo = [unit for unit in work.units if unit.output not in committed]
-    planned = time.perf_counter()
-    resources: Optional[placement.Resources] = None
-    stats: list[dict[str, Any]] = []
-    actor_nodes: dict[str, str] = {}
-    connected = planned
-    if todo:
-        _connect(spec)
-        resources = _plan_placement(spec, model, len(todo))
-        connected = time.perf_counter()
-        stage_kwargs = _model_stage(spec, model, resources, task, settings)
-        try:
-            stats, actor_nodes = pipeline.run(spec, work, todo, job, task.stage, stage_kwargs,
-                                              _tokenize_stage(spec, model, task.tokenize_kwargs(settings, model)),
-                                              schema.names, resources)
-        except Exception as err:
-            _raise_clearly(err)
-    elif work.units:
-        logger.info("every output file is committed already: nothing to compute (--overwrite recomputes them)")
-    finished = time.perf_counter()
-    unreadable = _unreadable_units(spec, work, todo, stats)
-    manifest = _manifest(spec, model, {"name": task.name, "settings": settings, "output_schema": str(schema)},
-                         identity, job, work, stats, committed, unreadable,
-                         _placement_record(resources, actor_nodes), started_at,
-                         {"plan": planned - started, "ray_startup": connected - planned, "pipeline": finished - connected})
-    # Committing takes milliseconds: the total is measured just before it, so the manifest has it.
-    manifest["summary"]["seconds"]["total"] = time.perf_counter() - started
-    output.commit(spec.output, spec.storage_options, manifest, discard=sorted(unreadable))
-    return manifest
+    # One run writes to an output at a time (jobs/lease.py): a second one is refused here.
+    held = lease.acquire(spec.output, spec.storage_options)
+    try:
+        committed = output.prepare(spec.output, spec.storage_options, identity, _expected_records(work, job), spec.overwrite,
+                                   verify=spec.verify)
+        todo = [unit for unit in work.units if unit.output not in committed]
+        planned = time.perf_counter()
+        resources: Optional[placement.Resources] = None
+        stats: list[dict[str, Any]] = []
+        actor_nodes: dict[str, str] = {}
+        connected = planned
+        if todo:
+            _connect(spec)
+            resources = _plan_placement(spec, model, len(todo))
+            connected = time.perf_counter()
+            stage_kwargs = {**_model_stage(spec, model, resources, task, settings), "dtype": dtype}
+            try:
+                stats, actor_nodes = pipeline.run(spec, work, todo, job, task.stage, stage_kwargs,
+                                                  _tokenize_stage(spec, model, task.tokenize_kwargs(settings, model)),
+                                                  schema.names, resources)
+            except Exception as err:
+                _raise_clearly(err)
+        elif work.units:
+            logger.info("every output file is committed already: nothing to compute (--overwrite recomputes them)")
+        finished = time.perf_counter()
+        unreadable = _unreadable_units(spec, work, todo, stats)
+        manifest = _manifest(spec, model, {"name": task.name, "settings": settings, "output_schema": str(schema)},
+                             identity, job, work, stats, committed, unreadable,
+                             _placement_record(resources, actor_nodes), started_at,
+                             {"plan": planned - started, "ray_startup": connected - planned, "pipeline": finished - connected})
+        # Committing takes milliseconds: the total is measured just before it, so the manifest has it.
+        manifest["summary"]["seconds"]["total"] = time.perf_counter() - started
+        held.check()
+        output.commit(spec.output, spec.storage_options, manifest, discard=sorted(unreadable))
+        return manifest
+    finally:
+        held.release()
 
 
 def _plan_placement(spec: JobSpec, model: ResolvedModel, units: int) -> placement.Resources:
@@ -151,16 +167,39 @@ def _placement_record(resources: Optional[placement.Resources], actor_nodes: dic
     return {**resources.to_dict(), "actors_per_node": placement.actors_per_node(actor_nodes)}
 
 
-def job_identity(spec: JobSpec, model: ResolvedModel, task: Task, settings: dict[str, Any]) -> dict[str, Any]:
+def resolved_dtype(spec: JobSpec) -> str:
+    """The weights' dtype the model actors will run in: ``auto`` resolved as they would resolve
+    it (float16 on GPU actors, float32 on CPU ones).  Whether the actors get GPUs is known
+    from --num-gpus-per-actor, else from the cluster: the GPUs this machine has when the job
+    will start a local Ray, the nodes' when it joins a running one (it connects here already)."""
+    if spec.dtype != "auto":
+        return spec.dtype
+    if spec.placement.num_gpus_per_actor is not None:
+        gpus = spec.placement.num_gpus_per_actor
+    elif ray.is_initialized() or _requested_address(spec)[0] not in (None, "local"):
+        _connect(spec)
+        gpus = placement.gpus_per_actor(spec.placement, placement.cluster_nodes())
+    else:
+        import torch
+
+        gpus = 1.0 if torch.cuda.device_count() > 0 else 0.0  # what a local Ray will find here
+    return "float16" if gpus > 0 else "float32"
+
+
+def job_identity(spec: JobSpec, model: ResolvedModel, task: Task, settings: dict[str, Any],
+                 dtype: Optional[str] = None) -> dict[str, Any]:
     """Everything that decides what the output files contain.  A rerun with the same identity
     may keep files an earlier run committed; performance settings (batch sizes, actors) and
-    how rows are split into files are left out, so changing them still resumes."""
+    how rows are split into files are left out, so changing them still resumes.  The dtype is
+    the resolved one: ``auto`` means float16 on a GPU cluster and float32 on CPUs, and a resume
+    on the other kind must not mix the two in one output."""
     return {
         "task": spec.task, "inputs": [redact_text(url) for url in spec.input], "text_column": spec.text_column,
         "text_pair_column": spec.text_pair_column, "id_column": spec.id_column, "keep_columns": spec.keep_columns,
-        "on_bad_row": spec.on_bad_row, "dtype": spec.dtype, "model_class": model.model_class,
+        "on_bad_row": spec.on_bad_row, "dtype": dtype or spec.dtype, "model_class": model.model_class,
         "weights_sha256": model.weights_digest, "config_sha256": model.config_hash,
         "tokenizer_sha256": model.tokenizer_hash, "max_length": model.max_length, **task.identity(settings),
+        **({"lang": spec.lang, "lang_column": spec.lang_column} if spec.lang or spec.lang_column else {}),
     }
 
 
@@ -275,12 +314,24 @@ def _check_answers(target: str, address: str, source: str) -> None:
                    "fix the address; leave both --ray-address and RAY_ADDRESS unset to run on a fresh local Ray.")
 
 
+def check_languages(spec: JobSpec, model: ResolvedModel) -> None:
+    """--lang / --lang-column before Ray starts: only for models that take languages, and a
+    --lang the model's lang2id knows (the tokenize stage checks each row's)."""
+    if spec.lang is None and spec.lang_column is None:
+        return
+    try:
+        Languages(model.config, registry.contract(model.config.model_type).input_names, spec.lang, spec.lang_column)
+    except ValueError as err:
+        raise SpecError(f"{model.reference}: {err}") from None
+
+
 def _tokenize_stage(spec: JobSpec, model: ResolvedModel, task_kwargs: dict[str, Any]) -> dict[str, Any]:
     """The tokenize stage's arguments: the job's, then what the task changes."""
     return {"model": model.reference, "text_column": spec.text_column, "text_pair_column": spec.text_pair_column,
             "max_length": model.max_length, "on_bad_row": spec.on_bad_row,
-            "drop_columns": [c for c in (spec.text_column, spec.text_pair_column)
+            "drop_columns": [c for c in dict.fromkeys((spec.text_column, spec.text_pair_column, spec.lang_column))
                              if c and c not in (spec.id_column, *spec.keep_columns)],
+            **({"lang": spec.lang} if spec.lang else {}), **({"lang_column": spec.lang_column} if spec.lang_column else {}),
             "storage_options": spec.storage_options, "cache_dir": spec.cache_dir, **task_kwargs}
 
 
@@ -410,7 +461,7 @@ def format_summary(manifest: dict[str, Any]) -> str:
 
 # Errors the job raises on purpose: the CLI ends with their message alone.
 EXPECTED_ERRORS = (SpecError, InputError, ModelError, BadRowError,
-                   BadShardError, OutputError, StorageError, JobError, StallError)
+                   BadShardError, OutputError, StorageError, JobError, StallError, LeaseError)
 
 
 class _HideExpectedErrors(logging.Filter):

@@ -6,8 +6,9 @@
     <output>/_temporary/               files being written; a crash's leftovers are removed by the next run
     <output>/_manifest.json, _SUCCESS  written last, once every unit is committed
 
-A unit's data is written under ``_temporary/``, then published under its name (a rename, or a
-copy on object stores), then its commit record is written.  A crash at any point leaves the
+A unit's data is written under ``_temporary/``, then published under its name (a rename), then
+its commit record is written; on object stores whose PUT is atomic (S3, GCS, Azure) the data is
+written under its name directly, with no copy.  A crash at any point leaves the
 unit committed (record present, data complete) or uncommitted (no record; a data file without
 one is rewritten by the next run), never half of it.  ``_SUCCESS`` is withdrawn when a run starts.
 
@@ -24,6 +25,7 @@ import json
 import logging
 import posixpath
 import uuid
+from datetime import datetime
 from typing import Any, Optional
 
 import fsspec
@@ -56,43 +58,49 @@ def fingerprint(identity: dict[str, Any]) -> str:
 
 
 def prepare(output: str, storage_options: dict[str, Any], identity: dict[str, Any], expected: dict[str, dict[str, Any]],
-            overwrite: bool) -> dict[str, dict[str, Any]]:
+            overwrite: bool, verify: bool = False) -> dict[str, dict[str, Any]]:
     """Get the output ready for a run; return the commit records of the units to skip.
 
     ``expected`` maps each planned unit's output name to what its record must say (input file,
     its version, row range).  Withdraws ``_SUCCESS``; refuses another job's output unless
     ``overwrite``; removes temporary leftovers, records of units to recompute, and data files
     of earlier runs that this run no longer writes.
+
+    A committed file is kept only if it is still the file its record names: its size and its
+    version as the listing gives it for free (the ETag on object stores, the modification time
+    on disks) equal the record's.  ``verify`` also reads each one whole and compares its SHA-256.
     """
     fs, root = filesystem(output, storage_options)
     shown = redact_text(output)
     job = fingerprint(identity)
     # Listings cached by an earlier run in this process would hide what its workers wrote.
     fs.invalidate_cache()
-    sizes = retry(lambda: _listing(fs, root), f"list the output {output}")
-    if SUCCESS in sizes:
+    listed = retry(lambda: _listing(fs, root), f"list the output {output}")  # relative path -> info
+    if SUCCESS in listed:
         retry(lambda: fs.rm(join_url(root, SUCCESS)), f"remove {output}/{SUCCESS}")
-    manifest = _read_json(fs, root, MANIFEST, output) if MANIFEST in sizes else None
-    previous_job = _read_json(fs, root, JOB, output) if JOB in sizes else None
+    manifest = _read_json(fs, root, MANIFEST, output) if MANIFEST in listed else None
+    previous_job = _read_json(fs, root, JOB, output) if JOB in listed else None
     # Records folded into the side file, then any JSON ones committed since (they win).
-    records = {**(_read_files(fs, root, output) if records_file.FILES in sizes else {}),
-               **_read_records(fs, root, output, [p for p in sizes if _is_record(p)])}
+    records = {**(_read_files(fs, root, output) if records_file.FILES in listed else {}),
+               **_read_records(fs, root, output, [p for p in listed if _is_record(p)])}
     if not overwrite:
         _refuse_other_jobs(shown, identity, job, manifest, previous_job, records)
 
     committed = {} if overwrite else {
         name: record for name, record in records.items()
-        if name in expected and _matches(record, expected[name], sizes.get(name))
+        if name in expected and _matches(record, expected[name], listed.get(name))
     }
+    if verify and committed:
+        committed = _verified(fs, root, output, committed)
     earlier = set(records) | _manifest_outputs(manifest)
-    stale = sorted(name for name in earlier - set(expected) if name in sizes)
+    stale = sorted(name for name in earlier - set(expected) if name in listed)
     # Records go first: no record may outlive, even for a moment, the data it vouches for.
     # The side file is rewritten with the kept records alone before anything is deleted, and
     # then every JSON record can go (kept ones are in the side file).
     _put_files(fs, root, output, committed)
-    _remove(fs, root, output, [p for p in sizes if _is_record(p)]
-            + [p for p in sizes if p.endswith(_PARTIAL)] + ([MANIFEST] if overwrite and manifest else []))
-    if any(p.startswith(TEMPORARY + "/") for p in sizes):
+    _remove(fs, root, output, [p for p in listed if _is_record(p)]
+            + [p for p in listed if p.endswith(_PARTIAL)] + ([MANIFEST] if overwrite and manifest else []))
+    if any(p.startswith(TEMPORARY + "/") for p in listed):
         remove_temporary(output, storage_options)
     if stale:
         logger.info("removing %d file(s) of an earlier run that this run does not write: %s", len(stale),
@@ -127,10 +135,17 @@ def commit_unit(output: str, storage_options: dict[str, Any], relative: str, tab
     fs, root = filesystem(output, storage_options)
     data = parquet_bytes(table)
     final = join_url(root, relative)
-    temporary = join_url(root, f"{TEMPORARY}/{relative}.{uuid.uuid4().hex}")
-    retry(lambda: _put(fs, temporary, data), f"write {join_url(output, TEMPORARY)}/{relative}")
-    _publish(fs, temporary, final, join_url(output, relative))
-    record = {**record, "output": relative, "bytes": len(data), "sha256": hashlib.sha256(data).hexdigest()}
+    if atomic_put(fs):
+        # The object appears whole or not at all: written under its name directly, with no
+        # copy and no delete.  A crash before the record leaves a file without one: rewritten.
+        retry(lambda: _put(fs, final, data), f"write {join_url(output, relative)}")
+    else:
+        temporary = join_url(root, f"{TEMPORARY}/{relative}.{uuid.uuid4().hex}")
+        retry(lambda: _put(fs, temporary, data), f"write {join_url(output, TEMPORARY)}/{relative}")
+        _publish(fs, temporary, final, join_url(output, relative))
+    info = retry(lambda: fs.info(final), f"look up {join_url(output, relative)}")
+    record = {**record, "output": relative, "bytes": len(data), "sha256": hashlib.sha256(data).hexdigest(),
+              "version": file_version(info)}
     _put_json(fs, root, _record_name(relative), record, f"the commit record of {join_url(output, relative)}", indent=1)
     return record
 
@@ -153,6 +168,17 @@ def remove_temporary(output: str, storage_options: dict[str, Any]) -> None:
         retry(lambda: fs.rm(path, recursive=True), f"remove {output}/{TEMPORARY}")
     except FileNotFoundError:
         pass  # nothing was left there
+
+
+# Object stores whose PUT of a whole object is atomic (a reader sees the old object, or none,
+# or the new one whole): S3 (PutObject; a multipart upload appears only when completed), GCS,
+# Azure Blob (a committed block list).
+ATOMIC_PUT_PROTOCOLS = frozenset({"s3", "s3a", "gs", "gcs", "abfs", "abfss", "az"})
+
+
+def atomic_put(fs: fsspec.AbstractFileSystem) -> bool:
+    protocols = (fs.protocol,) if isinstance(fs.protocol, str) else fs.protocol
+    return not isinstance(fs, LocalFileSystem) and bool(set(protocols) & ATOMIC_PUT_PROTOCOLS)
 
 
 def put_atomic(fs: fsspec.AbstractFileSystem, path: str, data: bytes) -> None:
@@ -191,13 +217,29 @@ def _publish(fs: fsspec.AbstractFileSystem, temporary: str, final: str, shown: s
         pass  # an earlier attempt removed it and only the answer was lost
 
 
-def _listing(fs: fsspec.AbstractFileSystem, root: str) -> dict[str, int]:
-    """Relative path → size of every file under the output ({} when it doesn't exist yet)."""
+def _listing(fs: fsspec.AbstractFileSystem, root: str) -> dict[str, dict[str, Any]]:
+    """Relative path → listing entry (size, ETag or mtime) of every file under the output ({}
+    when it doesn't exist yet)."""
     try:
         found = fs.find(root, detail=True)
     except FileNotFoundError:
         return {}
-    return {posixpath.relpath(path, root): int(info.get("size") or 0) for path, info in found.items()}
+    return {posixpath.relpath(path, root): info for path, info in found.items()}
+
+
+def file_version(info: dict[str, Any]) -> str:
+    """What changes when a file is rewritten, from its listing entry: ETag and size on object
+    stores, modification time and size on disks.  (A filesystem may give a time as a number
+    in its listing and as a datetime from ``info``: both become the same string.)"""
+    for key in ("ETag", "etag", "mtime", "LastModified", "last_modified", "created"):
+        stamp = info.get(key)
+        if stamp:
+            if isinstance(stamp, datetime):
+                stamp = stamp.timestamp()
+            if isinstance(stamp, (int, float)):
+                stamp = f"{float(stamp):.3f}"
+            return f"{key}={stamp}:{info.get('size')}"
+    return f"size={info.get('size')}"
 
 
 def _is_record(relative: str) -> bool:
@@ -241,8 +283,37 @@ def _read_records(fs: fsspec.AbstractFileSystem, root: str, output: str, paths: 
     return records
 
 
-def _matches(record: dict[str, Any], expected: dict[str, Any], size: Optional[int]) -> bool:
-    return all(record.get(k) == v for k, v in expected.items()) and size is not None and size == record.get("bytes")
+def _matches(record: dict[str, Any], expected: dict[str, Any], info: Optional[dict[str, Any]]) -> bool:
+    """The record is this job's for this unit, and the file it vouches for is the one it wrote
+    (size, and version where the record has one: records of older versions have none)."""
+    if info is None or not all(record.get(k) == v for k, v in expected.items()):
+        return False
+    if int(info.get("size") or 0) != record.get("bytes"):
+        return False
+    return "version" not in record or record["version"] == file_version(info)
+
+
+def _verified(fs: fsspec.AbstractFileSystem, root: str, output: str,
+              committed: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """The committed files whose content still hashes to their record's SHA-256 (``--verify``)."""
+    kept = {}
+    for name, record in committed.items():
+        digest = hashlib.sha256()
+
+        def read() -> None:
+            digest.__init__()  # a retried read starts over
+            with fs.open(join_url(root, name), "rb") as handle:
+                for block in iter(lambda: handle.read(1 << 20), b""):
+                    digest.update(block)
+
+        retry(read, f"read {redact_text(output)}/{name}")
+        if digest.hexdigest() == record.get("sha256"):
+            kept[name] = record
+        else:
+            logger.warning("--verify: %s/%s does not hash to its commit record's SHA-256; it is recomputed",
+                           redact_text(output), name)
+    logger.info("--verify: %d of %d committed file(s) hash to their records", len(kept), len(committed))
+    return kept
 
 
 def _read_files(fs: fsspec.AbstractFileSystem, root: str, output: str) -> dict[str, dict[str, Any]]:

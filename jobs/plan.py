@@ -21,7 +21,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from fsspec.implementations.local import LocalFileSystem
 
-from autoload.storage import StorageError, object_version, redact_text, retry
+from autoload.storage import StorageError, object_version, redact_text, retry, scoped_options
 
 logger = logging.getLogger(__name__)
 
@@ -75,8 +75,9 @@ class Plan:
 
 
 def filesystem(url: str, storage_options: dict[str, Any]) -> tuple[fsspec.AbstractFileSystem, str]:
-    """fsspec filesystem and in-filesystem path for a URL or local path."""
-    return fsspec.core.url_to_fs(url, **storage_options)
+    """fsspec filesystem and in-filesystem path for a URL or local path, with the storage
+    options that apply to its protocol (:func:`autoload.storage.scoped_options`)."""
+    return fsspec.core.url_to_fs(url, **scoped_options(url, storage_options))
 
 
 def join_url(root: str, relative: str) -> str:

@@ -14,6 +14,9 @@ to ``data/sample`` if missing.
 from __future__ import annotations
 
 import argparse
+import datetime
+import os
+import re
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Optional
@@ -28,6 +31,10 @@ from jobs.task import Task, builtin_names, get_task, known_tasks
 
 BAD_SHARD_POLICIES = ("error", "skip")
 GENERATED_ID = "id"
+
+# `{date}` or `{date:FORMAT}` (strftime) in --input / --output: the run's date.
+DATE_FIELD = re.compile(r"\{date(?::([^{}]*))?\}")
+RUN_DATE_ENV = "AUTOINFER_RUN_DATE"
 
 DEMO_INPUT = "data/sample"
 DEMO_OUTPUT = "demo_output"
@@ -59,6 +66,8 @@ class JobSpec:
     output: Optional[str] = None
     text_column: str = "text"
     text_pair_column: Optional[str] = None
+    lang: Optional[str] = None  # the language of every row, for models that take languages (XLM, FlauBERT)
+    lang_column: Optional[str] = None  # or a column of per-row language codes
     id_column: Optional[str] = None
     keep_columns: list[str] = field(default_factory=list)
     max_length: Optional[int] = None
@@ -71,10 +80,12 @@ class JobSpec:
     on_bad_row: str = "error"
     on_bad_shard: str = "error"
     overwrite: bool = False
+    verify: bool = False
     storage_options: dict[str, Any] = field(default_factory=dict)
     cache_dir: Optional[str] = None
     ray_address: Optional[str] = None
     dashboard: bool = False
+    run_date: Optional[str] = None  # YYYY-MM-DD that {date} in input/output stood for (None: no {date} used)
     placement: Placement = field(default_factory=Placement)
     task_options: dict[str, Any] = field(default_factory=dict)
 
@@ -108,6 +119,8 @@ GENERAL: tuple[Option, ...] = (
     Option("output", "output directory URL, not inside an input; one Parquet file per input shard, each committed with a record in _commits/, then _manifest.json and _SUCCESS. A rerun resumes: committed files are skipped (default: demo_output)", parse.text, flag={"metavar": "URL"}),
     Option("text_column", "column holding the text (default: text)", parse.text, flag={"metavar": "NAME"}),
     Option("text_pair_column", "second text of a pair (e.g. for cross-encoders / NLI classifiers)", parse.text, flag={"metavar": "NAME"}),
+    Option("lang", "language code of every row (e.g. fr), for models that take languages (XLM, FlauBERT): its id in the model's config lang2id goes to the model with every token, and its Moses rules tokenize the text. Default: no languages (English tokenization)", parse.text, flag={"metavar": "CODE"}),
+    Option("lang_column", "input column holding each row's language code, as --lang per row; a code the model's lang2id lacks is a bad row (see --on-bad-row)", parse.text, flag={"metavar": "NAME"}),
     Option("id_column", "input column holding each row's id, written to the output under the same name (so outputs join back on it); default: an 'id' column of '<input file>#<row index>', stable across reruns", parse.text, flag={"metavar": "NAME"}),
     Option("keep_columns", "input columns copied to the output unchanged", parse.csv, flag={"metavar": "A,B"}),
     Option("max_length", "truncate inputs to N tokens; default: the model's limit (sentence_bert_config.json max_seq_length, else the tokenizer's / position table's)", parse.positive(int), flag={"metavar": "N"}),
@@ -120,9 +133,11 @@ GENERAL: tuple[Option, ...] = (
     Option("on_bad_row", "null / empty / non-string / non-UTF-8 text: 'error' stops the job naming file and row (default); 'flag' writes the row with a null output and an 'error' message. Text over the model's limit is truncated, never an error: the 'truncated' column marks it", parse.choice(BAD_ROW_POLICIES), flag={"choices": BAD_ROW_POLICIES}),
     Option("on_bad_shard", "an input file that can't be read (corrupt Parquet): 'error' stops the job naming it (default); 'skip' leaves its rows out and records it in the manifest and summary", parse.choice(BAD_SHARD_POLICIES), flag={"choices": BAD_SHARD_POLICIES}),
     Option("overwrite", "recompute every output file, even those a previous run of the same job committed, and allow replacing the output of a different job (other model or settings). Default: resume, skipping committed files; refuse to mix jobs", parse.boolean, flag=SWITCH),
-    Option("storage_options", "fsspec options for input, output and model URLs, e.g. '{\"endpoint_url\": \"http://...\"}'; default: credentials and endpoint from the environment (AWS_*)", parse.json_dict, flag={"metavar": "JSON"}),
+    Option("verify", "on resume, read every committed output file whole and check its SHA-256 against its commit record, recomputing those that differ. Without it a committed file is kept when its size and version (ETag on object stores, modification time on disks) are the record's", parse.boolean, flag=SWITCH, identity=False),
+    Option("storage_options", "fsspec options for input, output and model URLs, e.g. '{\"endpoint_url\": \"http://...\"}': given flat they apply to every object store (not to http(s):// or local paths); nested under a protocol ('{\"s3\": {...}, \"http\": {\"headers\": {...}}}') they apply to its URLs only. Default: credentials and endpoint from the environment (AWS_*)", parse.json_dict, flag={"metavar": "JSON"}),
     Option("cache_dir", "local model cache on every node; remote models are downloaded once per node (default: ~/.cache/autoinfer)", parse.text, flag={"metavar": "DIR"}),
     Option("ray_address", "Ray cluster to connect to: host:port, ray://host:port, or 'auto' (Ray's own discovery: the last `ray start` on this machine or a running local cluster); fails within 10 s naming the address when nothing answers there. Default: RAY_ADDRESS (set by `ray job submit`), else a fresh local Ray (never a cluster found through a leftover /tmp/ray/ray_current_cluster file)", parse.text, flag={"metavar": "ADDR"}),
+    Option("run_date", "the date that {date} in --input and --output stands for, YYYY-MM-DD ({date:%Y/%m/%d} formats it; e.g. --output s3://bucket/embeddings/{date}/ writes one partition per day, and a retried run of the same day resumes it). Default: $AUTOINFER_RUN_DATE, else today in UTC", parse.iso_date, flag={"metavar": "YYYY-MM-DD"}, identity=False),
     Option("dashboard", "start the Ray dashboard with the local Ray the job starts (default: off; its processes take CPU from the model on small machines). A cluster's own dashboard is unaffected", parse.boolean, flag=SWITCH),
 )
 
@@ -259,13 +274,43 @@ def make_spec(values: dict[str, Any], origin: str = "spec") -> JobSpec:
     parsed["task"] = task.name if ":" not in task_name else task_name
     if parsed.get("text_pair_column") and not task.takes_pairs:
         raise SpecError(f"--task {task.name} takes single texts, not pairs: drop --text-pair-column ({origin})")
+    _fill_dates(parsed, origin)
     spec = JobSpec(**parsed, placement=Placement(**placed), task_options=chosen)
     _check_columns(spec)
     return spec
 
 
+def _fill_dates(parsed: dict[str, Any], origin: str) -> None:
+    """Replace ``{date}`` / ``{date:FORMAT}`` in the input and output URLs by the run date
+    (``run_date``, else $AUTOINFER_RUN_DATE, else today in UTC), recorded in ``run_date``."""
+    urls = [*parsed.get("input", []), parsed.get("output") or ""]
+    if not any(DATE_FIELD.search(url) for url in urls):
+        return
+    if "run_date" not in parsed:
+        given = os.environ.get(RUN_DATE_ENV)
+        source = f"${RUN_DATE_ENV}" if given else None
+        try:
+            parsed["run_date"] = parse.iso_date(given) if given else datetime.datetime.now(datetime.timezone.utc).date().isoformat()
+        except SpecError as err:
+            raise SpecError(f"{source}: {err}") from None
+    day = datetime.date.fromisoformat(parsed["run_date"])
+
+    def fill(url: str) -> str:
+        try:
+            return DATE_FIELD.sub(lambda m: day.strftime(m.group(1) or "%Y-%m-%d"), url)
+        except ValueError as err:
+            raise SpecError(f"bad date format in {url!r} ({origin}): {err}") from None
+
+    if parsed.get("input"):
+        parsed["input"] = [fill(url) for url in parsed["input"]]
+    if parsed.get("output"):
+        parsed["output"] = fill(parsed["output"])
+
+
 def _check_columns(spec: JobSpec) -> None:
-    named = [spec.text_column, spec.text_pair_column, spec.id_column, *spec.keep_columns]
+    named = [spec.text_column, spec.text_pair_column, spec.id_column, spec.lang_column, *spec.keep_columns]
+    if spec.lang and spec.lang_column:
+        raise SpecError("give --lang (one language for every row) or --lang-column (a language per row), not both")
     internal = [c for c in named if c and c.startswith("__")]
     if internal:
         raise SpecError(f"Column names starting with '__' are reserved for the job's own use: {', '.join(internal)}")
