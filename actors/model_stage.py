@@ -265,6 +265,8 @@ class ModelStage:
         outputs: list[dict[str, torch.Tensor]] = []
         widths: list[np.ndarray] = []
         remaining = np.arange(len(sequences))
+        # Sequences still to run per row: progress counts a row once its last sequence ran.
+        pending = np.bincount(sequences.row, minlength=int(sequences.row.max()) + 1 if len(sequences) else 0)
         while len(remaining):
             for group in micro_batches(lengths[remaining], self.max_batch_tokens, self.batch_size):
                 group = remaining[group]
@@ -277,7 +279,9 @@ class ModelStage:
                 outputs.append(output)
                 widths.append(width)
                 if self.progress is not None:
-                    self.progress(len(group), int(lengths[group].sum()))
+                    rows = np.unique(sequences.row[group])
+                    np.subtract.at(pending, sequences.row[group], 1)
+                    self.progress(int((pending[rows] == 0).sum()), int(lengths[group].sum()))
             else:
                 break
             # Outside the except block the failed forward's tensors are released, so the cache
