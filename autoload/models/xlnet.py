@@ -70,6 +70,16 @@ class XLNetConfig(PretrainedConfig):
     attribute_map = {"n_token": "vocab_size", "hidden_size": "d_model", "num_attention_heads": "n_head",
                      "num_hidden_layers": "n_layer"}
 
+    @property
+    def max_position_embeddings(self) -> int:
+        """-1, as the reference: there is no position table (see ``no_length_limit``)."""
+        return -1
+
+    @max_position_embeddings.setter
+    def max_position_embeddings(self, value: int) -> None:
+        raise ValueError(f"XLNet has no position table and no sequence length limit; max_position_embeddings={value} "
+                         "cannot be set (drop it from the config)")
+
 
 def no_length_limit(config: XLNetConfig) -> int:
     """XLNet has no position table: any length runs (memory grows with its square)."""

@@ -362,3 +362,17 @@ def test_contract_and_config() -> None:
     with pytest.raises(ValueError, match="summary_type"):
         autoload.AutoModelForSequenceClassification.from_config(
             autoload.AutoConfig.for_model("xlnet", **{**TINY, "summary_type": "attn"}))
+
+
+def test_bfloat16_flat_classification_is_close_to_float32(tmp_path: Path) -> None:
+    """Half precision (what GPUs run): the masks' floor and the position sinusoids survive bfloat16."""
+    case = CASES[0]
+    build_reference(case, "XLNetForSequenceClassification").save_pretrained(tmp_path)
+    rows = _rows(case, [1, 7, 3, 9])
+    ids, segments = torch.cat([r["input_ids"] for r in rows]), Segments.from_lengths([1, 7, 3, 9])
+    with torch.inference_mode():
+        full = autoload.AutoModelForSequenceClassification.from_pretrained(tmp_path).forward_flat(ids, segments)
+        half = autoload.AutoModelForSequenceClassification.from_pretrained(tmp_path, torch_dtype="bfloat16")
+        got = half.forward_flat(ids, segments)
+    assert got.dtype == torch.bfloat16
+    torch.testing.assert_close(got.float(), full, atol=5e-2, rtol=5e-2)

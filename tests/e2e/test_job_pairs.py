@@ -25,6 +25,7 @@ pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("ray_local")]
 WORDS = "hello world the quick brown fox first one".split()
 SENTENCEPIECE_VOCAB = [("▁" + w, -float(i)) for i, w in enumerate(WORDS)] + [(c, -20.0) for c in "abcdefghijklmnopqrstuvwxyz!."]
 ROBERTA_SPECIALS = ["<s>", "<pad>", "</s>", "<unk>", "<mask>"]
+XLNET_SPECIALS = ["<unk>", "<s>", "</s>", "<cls>", "<sep>", "<pad>", "<mask>", "<eod>", "<eop>"]
 LABELS = {0: "entailment", 1: "neutral", 2: "contradiction"}
 
 
@@ -48,13 +49,14 @@ def _byte_bpe(directory: Path, minilm: str, reference_class: str):
 
 
 def _unigram(directory: Path, minilm: str, reference_class: str):
-    specials = ["<pad>", "<unk>", "[CLS]", "[SEP]", "[MASK]"] if reference_class == "AlbertTokenizer" else ROBERTA_SPECIALS
+    specials = {"AlbertTokenizer": ["<pad>", "<unk>", "[CLS]", "[SEP]", "[MASK]"],
+                "XLNetTokenizer": XLNET_SPECIALS}.get(reference_class, ROBERTA_SPECIALS)
     return getattr(transformers, reference_class)(vocab=[(s, 0.0) for s in specials] + SENTENCEPIECE_VOCAB)
 
 
 # How a test builds each tokenizer recipe's files; a new recipe needs a line here.
 TOKENIZER_FILES = {"bert": _wordpiece, "roberta": _byte_bpe}
-SENTENCEPIECE_CLASSES = ("AlbertTokenizer", "CamembertTokenizer", "XLMRobertaTokenizer")
+SENTENCEPIECE_CLASSES = ("AlbertTokenizer", "CamembertTokenizer", "XLMRobertaTokenizer", "XLNetTokenizer")
 
 # Pairs in one sequence are how encoders classify them (NLI, cross-encoders); the decoders'
 # classifiers are covered on single texts in test_job_causal.py.
@@ -84,6 +86,9 @@ def _tiny_classifier(model_type: str, directory: Path, minilm: str) -> tuple[Pat
         sizes.update(dim=32, n_layers=2, n_heads=4, hidden_dim=37)
     if model_type == "albert":
         sizes.update(embedding_size=16)
+    if model_type == "xlnet":  # no position table; its own names (d_head follows d_model and n_head)
+        del sizes["max_position_embeddings"]
+        sizes.update(d_model=32, n_head=4, n_layer=2, d_inner=37)
     torch.manual_seed(0)
     model = transformers.AutoModelForSequenceClassification.from_config(config_class(**sizes)).eval()
     model.save_pretrained(directory)
