@@ -66,6 +66,7 @@ class Generate(ModelStage):
         # Left padding needs positions and the cache: generation runs on the padded forward.
         self.flat = False
         self.seq2seq = is_encoder_decoder(self.model.config)
+        self.own_decoding = callable(getattr(self.model, "start_decoding", None))
         self.tokenizer = AutoTokenizer.from_pretrained(model, storage_options=kwargs.get("storage_options") or {},
                                                        cache_dir=kwargs.get("cache_dir"))
 
@@ -116,7 +117,10 @@ class Generate(ModelStage):
     def _prefill(self, ids: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, dict[str, Any]]:
         """(B, T) prompts → (B, V) the first new token's logits and the decoding state: the
         cache plus, for a decoder, the mask and positions; for an encoder-decoder, the encoder
-        states and their mask (run once here)."""
+        states and their mask (run once here). A model that decodes its own way (Transformer-XL's
+        memories: ``start_decoding``, ``decode_step``, ``select_rows``) keeps its own state."""
+        if self.own_decoding:
+            return self.model.start_decoding(ids, mask)
         if self.seq2seq:
             encoded = self.model.encode(ids, mask).last_hidden_state  # (B, S, H)
             start = ids.new_full((ids.shape[0], 1), self.model.config.decoder_start_token_id)
@@ -129,6 +133,8 @@ class Generate(ModelStage):
 
     def _step(self, state: dict[str, Any], tokens: torch.Tensor) -> tuple[torch.Tensor, dict[str, Any]]:
         """(R,) the tokens just chosen → (R, V) the next token's logits and the new state."""
+        if self.own_decoding:
+            return self.model.decode_step(state, tokens)
         if self.seq2seq:
             step = self.model(attention_mask=state["mask"], encoder_outputs=(state["encoded"],),
                               decoder_input_ids=tokens[:, None], past_key_values=state["cache"], use_cache=True)
@@ -139,9 +145,10 @@ class Generate(ModelStage):
                           past_key_values=state["cache"], use_cache=True)
         return step.logits[:, -1], {"cache": step.past_key_values, "mask": mask, "positions": positions}
 
-    @staticmethod
-    def _rows(state: dict[str, Any], rows: torch.Tensor) -> dict[str, Any]:
+    def _rows(self, state: dict[str, Any], rows: torch.Tensor) -> dict[str, Any]:
         """The state of rows ``rows`` (R',) (kept, copied or reordered), cache included."""
+        if self.own_decoding:
+            return self.model.select_rows(state, rows)
         return {name: _reorder(value, rows) if name == "cache" else value.index_select(0, rows)
                 for name, value in state.items()}
 

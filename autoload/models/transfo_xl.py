@@ -538,6 +538,55 @@ class TransfoXLLMHeadModel(TransfoXLPreTrainedModel):
         hook for a head whose output is not a logits layer."""
         return self.crit.target_logprobs(hidden, targets)
 
+    # -- decoding, as the reference's generate: the prompt, then one token at a time on the
+    # memories (with mem_len 0 there are none, and each step reruns the whole sequence). The
+    # generate stage's hook for a model without a key/value cache or an attention mask.
+    def start_decoding(self, ids: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, dict]:
+        """Right-padded (B, T) prompts → (B, V) the next token's log-probabilities and the state.
+        Prompts of one length run together (padding would enter the memories)."""
+        rows = [ids[i, :int(mask[i].sum())] for i in range(ids.shape[0])]
+        if self.config.mem_len <= 0:
+            return self._last_logprobs(rows), {"rows": rows}
+        scores = ids.new_zeros((len(rows), self.config.vocab_size), dtype=self.dtype)
+        mems = [ids.new_zeros((self.config.mem_len, len(rows), self.config.d_model), dtype=self.dtype)
+                for _ in range(self.config.n_layer)]
+        for members, batch in self._same_length(rows):
+            out = self(batch)
+            scores[members] = out.prediction_scores[:, -1]
+            for layer, new in zip(mems, out.mems):
+                layer[:, members] = new
+        return scores, {"mems": mems}
+
+    def decode_step(self, state: dict, tokens: torch.Tensor) -> tuple[torch.Tensor, dict]:
+        """(R,) the tokens just chosen → (R, V) the next log-probabilities and the new state."""
+        if "rows" in state:
+            rows = [torch.cat([row, token[None]]) for row, token in zip(state["rows"], tokens)]
+            return self._last_logprobs(rows), {"rows": rows}
+        out = self(tokens[:, None], mems=state["mems"])
+        return out.prediction_scores[:, -1], {"mems": out.mems}
+
+    @staticmethod
+    def select_rows(state: dict, rows: torch.Tensor) -> dict:
+        """The state of rows ``rows`` (R',): kept, copied or reordered."""
+        if "rows" in state:
+            return {"rows": [state["rows"][int(i)] for i in rows]}
+        return {"mems": [m.index_select(1, rows) for m in state["mems"]]}
+
+    def _last_logprobs(self, rows: list[torch.Tensor]) -> torch.Tensor:
+        scores = rows[0].new_zeros((len(rows), self.config.vocab_size), dtype=self.dtype)
+        for members, batch in self._same_length(rows):
+            scores[members] = self(batch).prediction_scores[:, -1]
+        return scores
+
+    @staticmethod
+    def _same_length(rows: list[torch.Tensor]):
+        """(row indices, (b, T) their ids) for each length among ``rows``."""
+        by_length: dict[int, list[int]] = {}
+        for i, row in enumerate(rows):
+            by_length.setdefault(len(row), []).append(i)
+        for members in by_length.values():
+            yield torch.tensor(members, device=rows[0].device), torch.stack([rows[i] for i in members])
+
 
 class TransfoXLForSequenceClassification(TransfoXLPreTrainedModel):
     """Classifies each row by one token's logits: the one before the row's first pad_token_id, the
@@ -581,7 +630,8 @@ CONTRACT = ModelContract(
     tokenizer_class="TransfoXLTokenizer",
     rank=100,
     max_length_rule=context_length,
-    # score runs each row (window) on zero memories, as the reference's first segment: a row's
-    # memory never reaches another row. generate and the encoder tasks are not wired for it.
-    tasks=("score",),
+    # score runs each row (window) on zero memories, as the reference's first segment; generate
+    # decodes each row on its own memories (start_decoding): a row's memory never reaches another
+    # row. The encoder tasks (embed, classify) are not wired for it.
+    tasks=("score", "generate"),
 )

@@ -97,17 +97,55 @@ def test_target_logprobs_are_the_full_distribution_at_the_targets(lm) -> None:
     close(scored, full.gather(1, ids[:, 1:].reshape(-1, 1)).squeeze(1).numpy())
 
 
-def test_greedy_decoding_with_memories_equals_the_reference_generate(lm) -> None:
-    """The reference's generate runs the prompt, then one token at a time on the memories."""
-    _, model, want = lm
-    prompt = torch.from_numpy(want["generate_prompt"])
-    tokens, mems, step = prompt, None, prompt
+def reference_greedy(model: TransfoXLLMHeadModel, prompt: torch.Tensor, steps: int) -> list[int]:
+    """The reference generate's loop (4.37 prepare_inputs_for_generation): the prompt, then the
+    last token on the memories; with mem_len 0 (no memories) the whole sequence again."""
+    tokens, mems = prompt[None], None
     with torch.no_grad():
-        for _ in range(want["generate_output"].shape[1] - prompt.shape[1]):
-            out = model(step, mems=mems)
-            step, mems = out.prediction_scores[:, -1].argmax(-1, keepdim=True), out.mems
-            tokens = torch.cat([tokens, step], dim=1)
-    assert tokens.tolist() == want["generate_output"].tolist()
+        for _ in range(steps):
+            out = model(tokens[:, -1:] if mems else tokens, mems=mems)
+            tokens = torch.cat([tokens, out.prediction_scores[:, -1].argmax(-1, keepdim=True)], dim=1)
+            mems = out.mems
+    return tokens[0, len(prompt):].tolist()
+
+
+def test_greedy_decoding_with_memories_equals_the_reference_generate(lm) -> None:
+    _, model, want = lm
+    prompt = torch.from_numpy(want["generate_prompt"])[0]
+    steps = want["generate_output"].shape[1] - len(prompt)
+    assert prompt.tolist() + reference_greedy(model, prompt, steps) == want["generate_output"][0].tolist()
+
+
+def test_decoding_hook_runs_ragged_prompts_as_each_alone(lm) -> None:
+    """start_decoding / decode_step / select_rows (the generate stage's hook): a right-padded
+    batch of prompts of several lengths, a row leaving and one repeated, decodes each row as the
+    reference's generate does alone."""
+    _, model, want = lm
+    first = torch.from_numpy(want["first"])
+    rows = [first[0, :4], first[1, :6], first[2, :3], first[2, :4]]
+    ids = torch.zeros(len(rows), 6, dtype=torch.long)
+    for i, row in enumerate(rows):
+        ids[i, :len(row)] = row
+    mask = (torch.arange(6)[None] < torch.tensor([len(r) for r in rows])[:, None]).long()
+    steps = 6
+    with torch.no_grad():
+        logits, state = model.start_decoding(ids, mask)
+        slots, histories, left = list(range(len(rows))), [[] for _ in rows], {}
+        for t in range(steps):
+            tokens = logits.argmax(-1)
+            for history, token in zip(histories, tokens.tolist()):
+                history.append(token)
+            if t == 1:  # row 2 leaves the batch, row 0 runs twice
+                keep = [0, 1, 3, 0]
+                left[2] = histories[2]
+                slots, histories = [slots[k] for k in keep], [list(histories[k]) for k in keep]
+                tokens, state = tokens[keep], model.select_rows(state, torch.tensor(keep))
+            logits, state = model.decode_step(state, tokens)
+    alone = [reference_greedy(model, row, steps) for row in rows]
+    assert slots == [0, 1, 3, 0]
+    for slot, history in zip(slots, histories):
+        assert history == alone[slot], slot
+    assert left[2] == alone[2][:2]
 
 
 def test_padded_batch_equals_each_row_alone(lm) -> None:
