@@ -23,7 +23,7 @@ from typing import Any
 import pytest
 import torch
 from model_harness import ATOL, AUTO_CLASSES, RTOL, ModelCase, assert_outputs_close, build_reference, \
-    check_loading_report, transformers
+    check_loading_report, head_overrides, transformers
 
 import autoload
 from autoload import registry
@@ -111,9 +111,19 @@ def _parity_inputs(case: ModelCase) -> dict[str, torch.Tensor]:
 
 
 PARAMS = [p for case in CASES for p in case.params()]
+# One head name per class (pretraining, with_lm_head and causal_lm are all XLNetLMHeadModel).
+DISTINCT = [p for case in CASES for p in [next(q for q in case.params() if q.values[1] == head)
+                                         for head in {cls: h for h, cls in reversed(case.heads.items())}.values()]]
 
 
 @pytest.mark.parametrize("case, head", PARAMS)
+def test_every_head_name_builds_the_reference_class(case: ModelCase, head: str) -> None:
+    """The Auto class of each head name gives the class the case names (parity runs once per class)."""
+    config = autoload.AutoConfig.for_model("xlnet", **{**case.config, **head_overrides(case.heads[head])})
+    assert type(AUTO_CLASSES[head].from_config(config)).__name__ == case.heads[head]
+
+
+@pytest.mark.parametrize("case, head", DISTINCT)
 def test_parity(case: ModelCase, head: str, tmp_path: Path) -> None:
     """Every output (hidden states, attentions and memories included) equals the reference's;
     our save_pretrained loads back into the reference with the same outputs."""
@@ -141,11 +151,6 @@ def test_loading_report(case: ModelCase, head: str, tmp_path: Path) -> None:
 
 def _per_token(key: str, value: torch.Tensor, length: int) -> bool:
     return key in ("logits", "last_hidden_state") and value.dim() >= 2 and value.shape[1] == length
-
-
-# One head name per class (pretraining, with_lm_head and causal_lm are all XLNetLMHeadModel).
-DISTINCT = [p for case in CASES for p in [next(q for q in case.params() if q.values[1] == head)
-                                         for head in {cls: h for h, cls in reversed(case.heads.items())}.values()]]
 
 
 @pytest.mark.parametrize("case, head", [p for p in DISTINCT if p.values[1] != "question_answering"])
