@@ -88,7 +88,8 @@ class Generate(ModelStage):
             row = int(long[0])
             where = (f"{table[SOURCE][row].as_py()} row {table[ROW][row].as_py()}"
                      if SOURCE in table.column_names else f"row {row} of the batch")
-            needs = "is longer than" if self.seq2seq else f"leaves no room for --max-new-tokens {self.max_new_tokens} in"
+            needs = ("is longer than" if self.seq2seq
+                     else f"leaves no room for --max-new-tokens {self.max_new_tokens} in")
             raise BadRowError(f"{where}: a prompt of {int(lengths[row])} tokens {needs} the model's context of "
                               f"{self.context}. Shorten the prompt, lower --max-new-tokens, or rerun with "
                               "--long-prompt truncate (keeps its end).")

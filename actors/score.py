@@ -189,7 +189,8 @@ class Score(ModelStage):
             per_row[row].extend(np.asarray(values, dtype=np.float32).tolist())
         return self._score_columns(results, sums, counts, per_row)
 
-    def _score_columns(self, results: Results, sums: np.ndarray, counts: np.ndarray, per_row: list) -> dict[str, pa.Array]:
+    def _score_columns(self, results: Results, sums: np.ndarray, counts: np.ndarray,
+                       per_row: list) -> dict[str, pa.Array]:
         """Per-row sums and counts of the scored tokens' log-probabilities → the output columns."""
         nulls = ~results.valid | (counts == 0)
         mean = np.divide(sums, counts, out=np.zeros_like(sums), where=counts > 0)

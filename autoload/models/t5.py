@@ -23,7 +23,6 @@ the top-left corner of one (T, T) table, since each sequence's positions start a
 """
 from __future__ import annotations
 
-import copy
 import logging
 import math
 from dataclasses import dataclass
@@ -102,6 +101,10 @@ class T5Config(PretrainedConfig):
         limit is the released models' training length (512), as the reference tokenizer's
         ``model_max_length``; a config may set ``n_positions`` to say otherwise."""
         return int(getattr(self, "n_positions", None) or 512)
+
+    @max_position_embeddings.setter
+    def max_position_embeddings(self, value: int) -> None:
+        self.n_positions = value
 
 
 # ---------------------------------------------------------------------------------------------
@@ -441,6 +444,7 @@ class T5PreTrainedModel(PreTrainedModel):
             for module in model.modules():
                 if isinstance(module, (T5DenseActDense, T5DenseGatedActDense)):
                     module.wo.float()
+            logger.info("%s in float16: the feed-forward output projections (wo) stay float32", cls.__name__)
         return loaded
 
     def shared_dtype(self) -> torch.dtype:

@@ -95,7 +95,8 @@ def batch(case: ModelCase, seed: int = 1) -> dict[str, torch.Tensor]:
         ids[row, length - 1] = EOS
     decoder_ids = torch.randint(5, vocab, (3, 5), generator=generator)
     decoder_mask = (torch.arange(5)[None] < torch.tensor([5, 3, 4])[:, None]).long()
-    decoder_ids = torch.cat([torch.zeros(3, 1, dtype=torch.long), decoder_ids[:, 1:]], 1).masked_fill(decoder_mask == 0, 0)
+    decoder_ids = torch.cat([torch.zeros(3, 1, dtype=torch.long), decoder_ids[:, 1:]], 1)  # the start token first
+    decoder_ids = decoder_ids.masked_fill(decoder_mask == 0, 0)
     return {"input_ids": ids, "attention_mask": mask, "decoder_input_ids": decoder_ids,
             "decoder_attention_mask": decoder_mask}
 
