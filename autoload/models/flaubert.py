@@ -83,7 +83,8 @@ class FlaubertForMultipleChoice(XLMForMultipleChoice):
 CONTRACT = ModelContract(
     model_type="flaubert",
     config_class=FlaubertConfig,
-    # As 5.24 maps FlauBERT (no causal LM); question answering is the span head, as for XLM.
+    # As 5.24 maps FlauBERT (no causal LM), but question answering is the seed's SQuAD head, as
+    # for XLM (FlaubertForQuestionAnsweringSimple is a class beside the mapping).
     heads={
         registry.BASE: FlaubertModel,
         registry.PRETRAINING: FlaubertWithLMHeadModel,
@@ -91,7 +92,7 @@ CONTRACT = ModelContract(
         registry.MASKED_LM: FlaubertWithLMHeadModel,
         registry.SEQUENCE_CLASSIFICATION: FlaubertForSequenceClassification,
         registry.TOKEN_CLASSIFICATION: FlaubertForTokenClassification,
-        registry.QUESTION_ANSWERING: FlaubertForQuestionAnsweringSimple,
+        registry.QUESTION_ANSWERING: FlaubertForQuestionAnswering,
     },
     name_patterns=("flaubert",),
     input_names=("input_ids", "attention_mask", "langs"),

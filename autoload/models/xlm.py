@@ -534,9 +534,9 @@ class XLMForQuestionAnsweringOutput(ModelOutput):
 
 
 class XLMForQuestionAnswering(XLMHeadModel):
-    """The seed's XLM question-answering class: a SQuAD 2.0 head (beam over start and end
-    positions, an answerability logit).  Padded forward only; the job's span head is
-    :class:`XLMForQuestionAnsweringSimple`."""
+    """The seed's XLM question-answering class (what AutoModelForQuestionAnswering loads, as in
+    transformers 2.x): a SQuAD 2.0 head, the top ``start_n_top`` starts, for each the top
+    ``end_n_top`` ends, and an answerability logit.  Inference only (no training losses)."""
 
     def __init__(self, config: XLMConfig):
         super().__init__(config)
@@ -550,6 +550,23 @@ class XLMForQuestionAnswering(XLMHeadModel):
         out = self.body(input_ids, attention_mask, langs, token_type_ids, position_ids, lengths, kwargs)
         return XLMForQuestionAnsweringOutput(*self.qa_outputs(out.last_hidden_state, cls_index, p_mask),
                                              out.hidden_states, out.attentions)
+
+    def forward_flat(self, input_ids: torch.Tensor, segments: Segments,
+                     langs: Optional[torch.Tensor] = None) -> XLMForQuestionAnsweringOutput:
+        """Unpadded inference → each sequence's beam (B, ...) as it gives alone: positions past a
+        sequence get ``p_mask`` and its CLS is its last token, so indices are positions within
+        the sequence (a sequence needs at least ``start_n_top`` and ``end_n_top`` tokens, as alone)."""
+        check_flat_inputs(self, input_ids, segments)
+        real = segments.mask[:, 0, 0]  # (B, T)
+        return self(_padded(input_ids, segments, self.config.pad_token_id), real.long(),
+                    None if langs is None else _padded(langs, segments, 0),
+                    p_mask=(~real).to(self.dtype), cls_index=segments.lengths - 1)
+
+
+def _padded(values: torch.Tensor, segments: Segments, fill: int) -> torch.Tensor:
+    """(N,) flat values → (B, T) right-padded with ``fill``."""
+    padded = values.new_full((segments.num_sequences * segments.max_seqlen,), fill)
+    return padded.index_copy_(0, segments.padded_index, values).view(segments.num_sequences, segments.max_seqlen)
 
 
 @dataclass
@@ -586,10 +603,11 @@ class XLMForMultipleChoice(XLMHeadModel):
 CONTRACT = ModelContract(
     model_type="xlm",
     config_class=XLMConfig,
-    # The seed maps AutoModelWithLMHead (and, by 2.x, pre-training) to XLMWithLMHeadModel; 5.24
-    # also maps AutoModelForMaskedLM and AutoModelForCausalLM to it.  Question answering is the
-    # span head (5.24's mapping; the seed document names no XLM class for it): the beam-search
-    # XLMForQuestionAnswering and XLMForMultipleChoice are classes beside the Auto mapping.
+    # The seed (transformers 2.x) maps AutoModelWithLMHead and AutoModelForPreTraining to
+    # XLMWithLMHeadModel, and AutoModelForQuestionAnswering to the SQuAD-head
+    # XLMForQuestionAnswering; 5.24 also maps AutoModelForMaskedLM and AutoModelForCausalLM to
+    # the LM head, and question answering to the span head, XLMForQuestionAnsweringSimple (a
+    # class beside the Auto mapping here, as XLMForMultipleChoice).
     heads={
         registry.BASE: XLMModel,
         registry.PRETRAINING: XLMWithLMHeadModel,
@@ -598,7 +616,7 @@ CONTRACT = ModelContract(
         registry.CAUSAL_LM: XLMWithLMHeadModel,
         registry.SEQUENCE_CLASSIFICATION: XLMForSequenceClassification,
         registry.TOKEN_CLASSIFICATION: XLMForTokenClassification,
-        registry.QUESTION_ANSWERING: XLMForQuestionAnsweringSimple,
+        registry.QUESTION_ANSWERING: XLMForQuestionAnswering,
     },
     name_patterns=("xlm",),
     # Token types are no declared input: XLMTokenizer returns none (the model has no type table;

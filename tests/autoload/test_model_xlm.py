@@ -9,8 +9,8 @@ from typing import Any
 
 import pytest
 import torch
-from model_harness import ATOL, RTOL, AUTO_CLASSES, ModelCase, assert_outputs_close, build_reference, generic_tests, \
-    padded_batch, transformers
+from model_harness import ATOL, RTOL, AUTO_CLASSES, ModelCase, assert_outputs_close, build_reference, check_loading_report, \
+    check_parity, generic_tests, padded_batch, transformers
 
 import autoload
 from autoload import registry
@@ -26,7 +26,6 @@ HEADS = {
     "causal_lm": "XLMWithLMHeadModel",
     "sequence_classification": "XLMForSequenceClassification",
     "token_classification": "XLMForTokenClassification",
-    "question_answering": "XLMForQuestionAnsweringSimple",
 }
 SOME = {k: HEADS[k] for k in ("base", "with_lm_head", "sequence_classification", "token_classification")}
 LANGS3 = {"n_langs": 3, "lang2id": {"en": 0, "fr": 1, "de": 2}, "id2lang": {0: "en", 1: "fr", 2: "de"}}
@@ -39,12 +38,17 @@ CASES = [
                "tie_word_embeddings": False, "summary_activation": "tanh", "summary_proj_to_labels": False,
                "layer_norm_eps": 1e-6}, SOME),
     ModelCase("xlm-causal", "XLMConfig", {**TINY, "causal": True, "n_layers": 3},
-              {k: HEADS[k] for k in ("base", "causal_lm", "question_answering")}),
+              {k: HEADS[k] for k in ("base", "causal_lm", "token_classification")}),
     # Languages in the config but not embedded (use_lang_emb false: no lang_embeddings table).
     ModelCase("xlm-langs-unembedded", "XLMConfig", {**TINY, **LANGS3, "use_lang_emb": False}, {"base": "XLMModel"}),
 ]
 
 test_parity, test_loading_report, test_batch_invariance = generic_tests(CASES)
+# AutoModelForQuestionAnswering: the seed's SQuAD head, whose beams read padded positions as the
+# reference's do, so it is checked below with p_mask and per row rather than by the generic tests.
+QA_CASE = ModelCase("xlm-squad", "XLMConfig", {**TINY, **LANGS3, "start_n_top": 2, "end_n_top": 2},
+                    {"question_answering": "XLMForQuestionAnswering"}, base_class="XLMModel")
+CASES = CASES + [QA_CASE]
 
 
 # -- helpers shared with test_model_flaubert ---------------------------------------------------
@@ -61,13 +65,13 @@ def reference_call(reference, inputs: dict[str, Any], **kwargs: Any):
 
 
 def check_parity_and_rows(case: ModelCase, head: str, tmp_path: Path, inputs: dict[str, torch.Tensor],
-                          call=reference_call, attentions: bool = True) -> None:
-    """Ours (loaded through the Auto class) equals the reference on ``inputs`` (hidden states
-    and, unless the reference can't return them, attentions too), and each row alone equals
-    its row in the batch."""
+                          call=reference_call, attentions: bool = True, ours_class: Any = None) -> None:
+    """Ours (loaded through the Auto class, or ``ours_class``) equals the reference on
+    ``inputs`` (hidden states and, unless the reference can't return them, attentions too),
+    and each row alone equals its row in the batch."""
     reference = build_reference(case, case.heads[head])
     reference.save_pretrained(tmp_path)
-    ours = AUTO_CLASSES[head].from_pretrained(tmp_path)
+    ours = (ours_class or AUTO_CLASSES[head]).from_pretrained(tmp_path)
     assert type(ours).__name__ == case.heads[head]
     flags = dict(output_hidden_states=True, output_attentions=attentions)
     with torch.no_grad():
@@ -84,12 +88,13 @@ def check_parity_and_rows(case: ModelCase, head: str, tmp_path: Path, inputs: di
                 torch.testing.assert_close(many, one, atol=ATOL, rtol=RTOL, msg=lambda m: f"row {row} {key}: {m}")
 
 
-def check_flat(case: ModelCase, head: str, tmp_path: Path, n_langs: int = 1, call=reference_call) -> None:
+def check_flat(case: ModelCase, head: str, tmp_path: Path, n_langs: int = 1, call=reference_call,
+               ours_class: Any = None) -> None:
     """The flat path (ragged rows back to back, and their languages) equals our padded forward
     and the reference's at every real token / for every row."""
     reference = build_reference(case, case.heads[head])
     reference.save_pretrained(tmp_path)
-    ours = AUTO_CLASSES[head].from_pretrained(tmp_path).prepare_for_inference()
+    ours = (ours_class or AUTO_CLASSES[head]).from_pretrained(tmp_path).prepare_for_inference()
     lengths = [1, 7, 3, 9]
     generator = torch.Generator().manual_seed(5)
     width = max(lengths)
@@ -127,8 +132,7 @@ LANG_CASES = [
 
 
 LANG_PARAMS = [pytest.param(LANG_CASES[0], head, id=f"{LANG_CASES[0].name}-{head}")
-               for head in ("base", "with_lm_head", "sequence_classification", "token_classification",
-                            "question_answering")]
+               for head in ("base", "with_lm_head", "sequence_classification", "token_classification")]
 LANG_PARAMS += [pytest.param(LANG_CASES[1], head, id=f"{LANG_CASES[1].name}-{head}") for head in ("base", "causal_lm")]
 
 
@@ -145,8 +149,7 @@ def test_languages_parity_and_rows_alone(case: ModelCase, head: str, tmp_path: P
 
 
 FLAT_PARAMS = [pytest.param(CASES[0], head, id=f"learned-{head}")
-               for head in ("base", "sequence_classification", "token_classification", "question_answering",
-                            "masked_lm")]
+               for head in ("base", "sequence_classification", "token_classification", "masked_lm")]
 FLAT_PARAMS += [pytest.param(LANG_CASES[1], head, id=f"sinusoidal-causal-langs-{head}") for head in ("base", "causal_lm")]
 
 
@@ -208,17 +211,55 @@ def _load_direct(class_name: str, case: ModelCase, tmp_path: Path, module: str =
     return reference, ours
 
 
-def test_squad_head_question_answering_equals_reference(tmp_path: Path) -> None:
-    """The seed's XLMForQuestionAnswering: beam over starts and ends, answerability, p_mask."""
-    case = ModelCase("xlm-squad", "XLMConfig", {**TINY, "start_n_top": 3, "end_n_top": 2}, {})
-    reference, ours = _load_direct("XLMForQuestionAnswering", case, tmp_path)
-    inputs = padded_batch(case)
+BEAM_KEYS = ("start_top_log_probs", "start_top_index", "end_top_log_probs", "end_top_index", "cls_logits")
+
+
+def check_squad_head(case: ModelCase, tmp_path: Path, call=reference_call) -> None:
+    """AutoModelForQuestionAnswering's SQuAD head: beams over starts and ends and the
+    answerability logit equal the reference's (without and with p_mask / cls_index, and with
+    languages); the flat path gives each row's beam as the row alone does."""
+    check_parity(case, "question_answering", tmp_path / "parity")
+    check_loading_report(case, "question_answering", tmp_path / "loading")
+    check_squad_beams(case, tmp_path, call)
+
+
+def check_squad_beams(case: ModelCase, tmp_path: Path, call=reference_call) -> None:
+    reference = build_reference(case, case.heads["question_answering"])
+    reference.save_pretrained(tmp_path / "qa")
+    ours = autoload.AutoModelForQuestionAnswering.from_pretrained(tmp_path / "qa")
+    inputs = with_langs(padded_batch(case), case.config["n_langs"])
     p_mask = (1 - inputs["attention_mask"]).float()
+    lengths = inputs["attention_mask"].sum(1)
     with torch.no_grad():
-        for kwargs in ({}, {"p_mask": p_mask, "cls_index": torch.zeros(3, dtype=torch.long)}):
-            got, expected = ours(**inputs, **kwargs), reference(**inputs, **kwargs)
-            for key in ("start_top_log_probs", "start_top_index", "end_top_log_probs", "end_top_index", "cls_logits"):
+        for kwargs in ({}, {"p_mask": p_mask, "cls_index": lengths - 1}):
+            got, expected = ours(**inputs, **kwargs), call(reference, {**inputs, **kwargs})
+            for key in BEAM_KEYS:
                 torch.testing.assert_close(getattr(got, key), getattr(expected, key), atol=ATOL, rtol=RTOL)
+        ours.prepare_for_inference()
+        real = inputs["attention_mask"].bool()
+        flat = ours.forward_flat(inputs["input_ids"][real], Segments.from_lengths(lengths.tolist()),
+                                 langs=inputs["langs"][real])
+        for row, n in enumerate(lengths.tolist()):
+            alone = call(reference, {k: v[row:row + 1, :n] for k, v in inputs.items() if k != "token_type_ids"})
+            for key in BEAM_KEYS:
+                torch.testing.assert_close(getattr(flat, key)[row], getattr(alone, key)[0], atol=ATOL, rtol=RTOL)
+
+
+def test_squad_head_question_answering(tmp_path: Path) -> None:
+    check_squad_head(QA_CASE, tmp_path)
+
+
+@pytest.mark.parametrize("case", [CASES[0], LANG_CASES[1]], ids=["learned", "sinusoidal-causal-langs"])
+def test_span_head_question_answering_simple(case: ModelCase, tmp_path: Path) -> None:
+    """Today's span head (5.24's AutoModelForQuestionAnswering class), loaded by class: parity
+    with languages, rows alone, the flat path."""
+    from autoload.models.xlm import XLMForQuestionAnsweringSimple
+    simple = ModelCase(case.name, "XLMConfig", case.config, {"question_answering": "XLMForQuestionAnsweringSimple"})
+    n_langs = case.config.get("n_langs", 1)
+    inputs = padded_batch(simple)
+    check_parity_and_rows(simple, "question_answering", tmp_path / "padded",
+                          with_langs(inputs, n_langs) if n_langs > 1 else inputs, ours_class=XLMForQuestionAnsweringSimple)
+    check_flat(simple, "question_answering", tmp_path / "flat", n_langs=n_langs, ours_class=XLMForQuestionAnsweringSimple)
 
 
 def test_multiple_choice_equals_reference(tmp_path: Path) -> None:
