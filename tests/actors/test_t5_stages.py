@@ -134,3 +134,21 @@ def test_embed_mean_pools_the_encoder_alone(model_dir: Path, reference, tmp_path
         mask = batch["attention_mask"][..., None].float()
         expected = ((hidden * mask).sum(1) / mask.sum(1)).numpy()
         np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-5)
+
+
+def test_beam_hypotheses_of_different_lengths_rank_as_the_reference(model_dir: Path, reference) -> None:
+    """With an EOS the beams reach early, hypotheses end at different lengths (scored by
+    sum / new tokens, the start token not counted, as the reference's encoder-decoder path)."""
+    tokenizer, _ = reference
+    free = [_reference_generate(reference, text, 8, eos_token_id=None) for text in SOURCES]
+    counts = np.bincount(np.concatenate([f[:4] for f in free]))
+    eos = int(counts.argmax())  # a token several rows produce early
+    stage = Generate(str(model_dir), context=CONTEXT, max_new_tokens=8, threads=1, num_beams=3, eos_token_id=eos)
+    out = stage(tokenized(model_dir, SOURCES))
+    ended = 0
+    for row, text in enumerate(SOURCES):
+        expected = _reference_generate(reference, text, 8, num_beams=3, eos_token_id=eos)
+        assert out["generated_tokens"][row].as_py() == len(expected), row
+        assert out["generated_text"][row].as_py() == tokenizer.decode(expected, skip_special_tokens=True)
+        ended += expected[-1] == eos and len(expected) < 8
+    assert ended >= 1  # some beam search did end on the EOS
