@@ -8,7 +8,6 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 import pytest
-import torch
 
 import encoder_task_data
 from actors.common import ERROR, ROW, SOURCE, BadRowError
