@@ -120,6 +120,8 @@ class Tokenize:
         config = AutoConfig.from_pretrained(model, **fetch)
         self.input_names = registry.contract(config.model_type).input_names
         self.languages = Languages(config, self.input_names, lang, lang_column)
+        if windows is not None and (lang is not None or lang_column is not None):
+            raise ValueError("--lang / --lang-column are not supported with tasks that cut rows into windows yet")
         self.options = EncodeOptions(truncation="longest_first", max_length=max_length)
         self.windows = windows
         if windows is not None:

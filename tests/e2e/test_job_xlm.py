@@ -6,66 +6,30 @@ value and the known ones, and --lang with an unknown code, or on a model without
 is refused before Ray starts."""
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-import torch
 
 from jobs.infer import run_job
 from jobs.spec import SpecError, parse_spec
 
 transformers = pytest.importorskip("transformers")
 pytest.importorskip("sacremoses")
-import tokenizers  # noqa: E402
-from tokenizers import pre_tokenizers, trainers  # noqa: E402
-from tokenizers.models import BPE  # noqa: E402
+from xlm_data import ROWS, reference_mean_state, tiny_xlm  # noqa: E402
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("ray_local")]
-
-LANG2ID = {"en": 0, "fr": 1}
-ROWS = [("The dog's toy, isn't it?", "en"), ("L'homme qu'il a vu aujourd'hui.", "fr"), ("C'est « génial » !", "fr"),
-        ("It's 3.14 -- really", "en"), ("Bonjour, l'ami", "fr"), ("don't stop", "en")]
 
 
 @pytest.fixture(scope="module")
 def xlm(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A tiny two-language XLM checkpoint with its native tokenizer files (a BPE with </w> word
-    ends trained on the rows' Moses words)."""
-    directory = tmp_path_factory.mktemp("xlm")
-    backend = tokenizers.Tokenizer(BPE(unk_token="<unk>", end_of_word_suffix="</w>"))
-    backend.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
-    specials = ["<s>", "</s>", "<pad>", "<unk>"] + [f"<special{i}>" for i in range(10)]
-    words = " ".join(text.lower() for text, _ in ROWS).replace("'", " ' ").split() * 3
-    backend.train_from_iterator(words, trainers.BpeTrainer(vocab_size=120, special_tokens=specials,
-                                                           end_of_word_suffix="</w>", show_progress=False))
-    backend.model.save(str(directory))
-    (directory / "tokenizer_config.json").write_text(json.dumps({"tokenizer_class": "XLMTokenizer",
-                                                                 "lang2id": LANG2ID}))
-    torch.manual_seed(0)
-    config = transformers.XLMConfig(vocab_size=backend.get_vocab_size(), emb_dim=32, n_layers=2, n_heads=4,
-                                    n_langs=2, lang2id=LANG2ID, id2lang={v: k for k, v in LANG2ID.items()},
-                                    max_position_embeddings=64)
-    model = transformers.XLMModel(config).eval()
-    with torch.no_grad():
-        for param in model.parameters():
-            param.add_(torch.randn_like(param) * 0.02)
-    model.save_pretrained(directory)
-    return directory
+    return tiny_xlm(tmp_path_factory.mktemp("xlm"))
 
 
 def _expected(xlm: Path, text: str, lang: str) -> np.ndarray:
-    """Mean of the reference model's states over the reference tokenizer's pieces in ``lang``
-    (5.24's call drops ``lang=``; its ``_tokenize(text, lang=...)`` honours it)."""
-    tokenizer = transformers.XLMTokenizer(str(xlm / "vocab.json"), str(xlm / "merges.txt"), lang2id=LANG2ID)
-    model = transformers.XLMModel.from_pretrained(xlm).eval()
-    ids = tokenizer.build_inputs_with_special_tokens(tokenizer.convert_tokens_to_ids(tokenizer._tokenize(text, lang=lang)))
-    with torch.no_grad():
-        states = model(torch.tensor([ids]), langs=torch.full((1, len(ids)), LANG2ID[lang])).last_hidden_state
-    return states[0].mean(0).numpy()
+    return reference_mean_state(xlm, text, lang)
 
 
 def _write(directory: Path, columns: dict) -> Path:
