@@ -1,7 +1,7 @@
 """XLNet classify through the job (real Ray, Parquet in and out) on a tiny random checkpoint with
 the tokenizer.json transformers' XLNetTokenizer saves from a trained spiece.model: labels and
 probabilities equal the reference model's on the reference tokenizer's ids, row by row; the
-same rows in another order and one row per forward give the same results (memories are per row:
+same rows in another order and other micro-batches give the same results (memories are per row:
 the stage never carries ``mems`` from one row or micro-batch to the next)."""
 from __future__ import annotations
 
@@ -42,20 +42,15 @@ def xlnet_classifier(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return directory
 
 
-def _write(directory: Path, texts: list[str], shards: int = 2) -> Path:
-    directory.mkdir(parents=True)
-    cut = -(-len(texts) // shards)
-    for shard in range(shards):
-        pq.write_table(pa.table({"text": texts[shard * cut:(shard + 1) * cut]}), directory / f"part-{shard}.parquet")
-    return directory
-
-
-def _read(directory: Path, shards: int = 2) -> pa.Table:
-    return pa.concat_tables([pq.read_table(directory / f"part-{k}.parquet") for k in range(shards)])
+def _shard(path: Path, texts: list[str]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    pq.write_table(pa.table({"text": texts}), path)
 
 
 def test_classify_job_equals_the_reference_whatever_the_order_and_batching(xlnet_classifier: Path,
                                                                            tmp_path: Path) -> None:
+    """One job over the rows in order (shard 0) and reversed (shard 1), in small micro-batches of
+    mixed rows: every row's labels and probabilities are the reference's on that row alone."""
     tokenizer = transformers.AutoTokenizer.from_pretrained(str(xlnet_classifier))
     reference = transformers.XLNetForSequenceClassification.from_pretrained(xlnet_classifier).eval()
     expected = []
@@ -63,20 +58,19 @@ def test_classify_job_equals_the_reference_whatever_the_order_and_batching(xlnet
         with torch.no_grad():
             expected.append(reference(**tokenizer(text, return_tensors="pt")).logits.softmax(-1)[0].numpy())
     expected = np.array(expected)
+    lengths = [len(tokenizer(t)["input_ids"]) for t in TEXTS]
+    assert max(lengths) < 48 < sum(lengths)  # several micro-batches, each with several rows
 
+    _shard(tmp_path / "in" / "part-0.parquet", TEXTS)
+    _shard(tmp_path / "in" / "part-1.parquet", TEXTS[::-1])
     manifest = run_job(parse_spec(["--task", "classify", "--return-probs", "--model", str(xlnet_classifier),
-                                   "--input", str(_write(tmp_path / "in", TEXTS)), "--output", str(tmp_path / "out")]))
+                                   "--input", str(tmp_path / "in"), "--output", str(tmp_path / "out"),
+                                   "--max-batch-tokens", "48"]))
     assert manifest["model"]["model_class"] == "XLNetForSequenceClassification"
-    table = _read(tmp_path / "out")
-    np.testing.assert_allclose(np.array(table["probs"].to_pylist()), expected, atol=1e-5)
-    assert table["label"].to_pylist() == [LABELS[i] for i in expected.argmax(1)]
-    assert len(set(table["label"].to_pylist())) > 1  # the rows do not all look alike
-    assert table["label_id"].to_pylist() == expected.argmax(1).tolist()
-
-    # Reversed rows, one row per forward: each row's result is unchanged.
-    run_job(parse_spec(["--task", "classify", "--return-probs", "--model", str(xlnet_classifier), "--batch-size", "1",
-                        "--input", str(_write(tmp_path / "reversed", TEXTS[::-1])),
-                        "--output", str(tmp_path / "out-reversed")]))
-    again = _read(tmp_path / "out-reversed")
-    np.testing.assert_allclose(np.array(again["probs"].to_pylist())[::-1], expected, atol=1e-5)
-    assert again["label"].to_pylist()[::-1] == table["label"].to_pylist()
+    assert manifest["summary"]["rows"] == 2 * len(TEXTS)
+    in_order, reversed_rows = (pq.read_table(tmp_path / "out" / f"part-{k}.parquet") for k in range(2))
+    for table, order in ((in_order, slice(None)), (reversed_rows, slice(None, None, -1))):
+        np.testing.assert_allclose(np.array(table["probs"].to_pylist())[order], expected, atol=1e-5)
+        assert table["label"].to_pylist()[order] == [LABELS[i] for i in expected.argmax(1)]
+        assert table["label_id"].to_pylist()[order] == expected.argmax(1).tolist()
+    assert len(set(in_order["label"].to_pylist())) > 1  # the rows do not all look alike
