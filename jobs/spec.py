@@ -205,7 +205,8 @@ def build_parser(tasks: Optional[dict[str, type[Task]]] = None) -> argparse.Argu
 
 def _add(where: Any, option: Option) -> None:
     kwargs = option.argparse_kwargs()
-    kwargs["help"] = kwargs["help"].replace("{tasks}", ", ".join(builtin_names()))
+    # argparse %-formats help texts: a literal % (strftime formats) is written %%.
+    kwargs["help"] = kwargs["help"].replace("{tasks}", ", ".join(builtin_names())).replace("%", "%%")
     # SUPPRESS: only flags actually given appear, so they override the spec file and nothing else.
     where.add_argument(option.flag_name, dest=option.name, default=argparse.SUPPRESS, **kwargs)
 

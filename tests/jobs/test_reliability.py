@@ -224,6 +224,9 @@ def test_date_fields_take_the_run_date(monkeypatch: pytest.MonkeyPatch) -> None:
     assert parse_spec(["--input", "s3://b/{ab}*.parquet", "--output", "o"]).input == ["s3://b/{ab}*.parquet"]
     with pytest.raises(SpecError, match=r"--run-date \(command line\): expected a date YYYY-MM-DD, got '2026-13-01'"):
         parse_spec(["--input", "x", "--output", "o/{date}", "--run-date", "2026-13-01"])
+    from jobs.spec import build_parser
+
+    assert "{date:%Y/%m/%d}" in " ".join(build_parser().format_help().split())  # --help shows the strftime text
     monkeypatch.setenv("AUTOINFER_RUN_DATE", "yesterday")
     with pytest.raises(SpecError, match=r"\$AUTOINFER_RUN_DATE: expected a date"):
         parse_spec(["--input", "x", "--output", "o/{date}"])
