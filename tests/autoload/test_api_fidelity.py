@@ -80,6 +80,8 @@ def test_from_tf_is_a_clear_error(bert_dir: Path, tmp_path: Path) -> None:
 # ---- attribute_map: one name for every architecture -------------------------------------------------
 @pytest.mark.parametrize("model_type", registry.known_model_types())
 def test_generic_config_names_match_the_reference(model_type: str) -> None:
+    if model_type == "transfo-xl":
+        pytest.skip("5.24 has no Transformer-XL: test_model_transfo_xl.py compares with 4.37.2's config defaults")
     ours, theirs = AutoConfig.for_model(model_type), transformers.AutoConfig.for_model(model_type)
     for name in GENERIC_NAMES:
         assert getattr(ours, name) == getattr(theirs, name), name

@@ -5,6 +5,7 @@ greedy generation with memories, sequence classification; a padded batch equals 
 alone; checkpoints load strictly through the Auto classes, and save and load back."""
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -185,6 +186,14 @@ def test_save_and_load_back_keeps_every_output(tmp_path: Path) -> None:
     assert again.crit.out_layers[2].weight is again.transformer.word_emb.emb_layers[2].weight
     with torch.no_grad():
         close(again(torch.from_numpy(want["first"])).prediction_scores, want["first_logprobs"])
+
+
+def test_config_defaults_and_generic_names_equal_the_reference() -> None:
+    golden = json.loads((FIXTURES / "config_defaults.json").read_text(encoding="utf-8"))
+    ours = autoload.AutoConfig.for_model("transfo-xl")
+    assert {name: getattr(ours, name) for name in golden["generic"]} == golden["generic"]
+    mine = ours.to_dict()
+    assert {k: mine.get(k) for k in golden["to_dict"]} == golden["to_dict"]
 
 
 def test_registry_and_refusals() -> None:
