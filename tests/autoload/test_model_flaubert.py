@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from model_harness import AUTO_CLASSES, ModelCase, build_reference, generic_tests, padded_batch, transformers
+from model_harness import ModelCase, generic_tests, padded_batch
 from test_model_xlm import LANGS3, TINY, check_flat, check_parity_and_rows, check_squad_beams, check_squad_head, \
     with_langs
 

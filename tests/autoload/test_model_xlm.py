@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 import torch
 from model_harness import ATOL, RTOL, AUTO_CLASSES, ModelCase, assert_outputs_close, build_reference, check_loading_report, \
-    check_parity, generic_tests, padded_batch, transformers
+    check_parity, generic_tests, padded_batch
 
 import autoload
 from autoload import registry
