@@ -55,7 +55,7 @@ def test_ner_job_equals_the_reference_pipeline(tmp_path: Path) -> None:
     texts = [TEXTS[0], None, long_text(), TEXTS[2], "  "]
     local = _inputs(tmp_path / "in", {"text": texts})
     manifest = job("--task", "ner", "--model", str(model), "--input", str(local), "--output", str(tmp_path / "out"),
-                   "--aggregation", "first", "--stride", "8", "--on-bad-row", "flag")
+                   "--aggregation", "first", "--stride", "8", "--on-bad-row", "flag", "--actors", "1,1")
     table = pa.concat_tables([pq.read_table(tmp_path / "out" / f"part-{k}.parquet") for k in range(2)])
     assert table.column_names == ["id", "entities", "truncated", "error"]
     assert manifest["task"]["settings"] == {"aggregation": "first", "ignore_labels": ["O"], "stride": 8}
@@ -93,7 +93,7 @@ def test_qa_job_through_s3_equals_the_reference_answers(s3_server, tmp_path: Pat
     fs.put(str(local) + "/", f"{s3_server.bucket}/qa/in/", recursive=True)
     manifest = job("--task", "qa", "--model", str(QA_FIXTURES / "bert"), "--input", f"s3://{s3_server.bucket}/qa/in/",
                    "--output", f"s3://{s3_server.bucket}/qa/out", "--question-column", "q", "--context-column", "ctx",
-                   "--top-k", "3", "--handle-impossible-answer", "--on-bad-row", "flag", "--keep-columns", "q",
+                   "--top-k", "3", "--handle-impossible-answer", "--on-bad-row", "flag", "--keep-columns", "q", "--actors", "1,1",
                    "--storage-options", json.dumps(s3_server.storage_options))
     fs.get(f"{s3_server.bucket}/qa/out/", str(tmp_path / "out"), recursive=True)
     table = pa.concat_tables([pq.read_table(tmp_path / "out" / f"part-{k}.parquet") for k in range(2)])
