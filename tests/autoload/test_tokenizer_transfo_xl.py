@@ -62,12 +62,14 @@ def test_save_pretrained_writes_text_that_loads_back(tmp_path: Path) -> None:
         assert again.decode(want["ids"]) == want["decode"]
 
 
-def test_a_torch_saved_vocab_bin_loads_with_weights_only(tmp_path: Path) -> None:
-    """The released vocab.bin files are torch.save'd dicts of plain data, Counter and OrderedDict."""
+@pytest.mark.parametrize("zipped", [True, False], ids=["zip", "legacy"])
+def test_a_torch_saved_vocab_bin_loads_with_weights_only(tmp_path: Path, zipped: bool) -> None:
+    """The released vocab.bin files are torch.save'd dicts of plain data, Counter and OrderedDict
+    (in torch's legacy format, for the oldest)."""
     symbols = ["<unk>", "<eos>", "the", "cat", "ran"]
     state = {"idx2sym": symbols, "sym2idx": collections.OrderedDict((s, i) for i, s in enumerate(symbols)),
              "counter": collections.Counter({"the": 3}), "unk_idx": 0, "lower_case": False}
-    torch.save(state, tmp_path / "vocab.bin")
+    torch.save(state, tmp_path / "vocab.bin", _use_new_zipfile_serialization=zipped)
     (tmp_path / "tokenizer_config.json").write_text(json.dumps({"tokenizer_class": "TransfoXLTokenizer"}))
     tokenizer = AutoTokenizer.from_pretrained(tmp_path)
     assert tokenizer("the cat sat")["input_ids"] == [2, 3, 0]
