@@ -31,7 +31,7 @@ def model_dir(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathF
 
 @pytest.fixture(scope="module")
 def stages(model_dir: Path) -> dict[str, TokenClassify]:
-    return {a: TokenClassify(str(model_dir), aggregation=a, threads=1) for a in AGGREGATIONS}
+    return {a: TokenClassify(str(model_dir), aggregation=a, threads=1, dtype="float32") for a in AGGREGATIONS}
 
 
 def _tokenized(model_dir: Path, texts: list, stride=None, on_bad_row: str = "error") -> pa.Table:
@@ -133,7 +133,7 @@ def test_ignore_labels_and_bad_rows(model_dir: Path) -> None:
     tokenized = _tokenized(model_dir, texts, stride=STRIDE, on_bad_row="flag")
     assert tokenized[ERROR].to_pylist()[:3] == [None, "column 'text' is null", "column 'text' holds only whitespace"]
     assert tokenized[OFFSETS][1].as_py() == [] and tokenized[TEXT][1].as_py() is None
-    everything = TokenClassify(str(model_dir), aggregation="none", ignore_labels=(), threads=1)
+    everything = TokenClassify(str(model_dir), aggregation="none", ignore_labels=(), threads=1, dtype="float32")
     out = everything(_tokenized(model_dir, texts, on_bad_row="flag"))
     assert out["entities"][1].as_py() is None and out["entities"][2].as_py() is None
     # Every non-special token is there, O included, as the reference with ignore_labels=[].
@@ -144,5 +144,6 @@ def test_ignore_labels_and_bad_rows(model_dir: Path) -> None:
     labels = {e["entity"] for e in tokens}
     assert "O" in labels and len(labels) > 1
     # The default leaves O out, and nothing else.
-    default = TokenClassify(str(model_dir), aggregation="none", threads=1)(_tokenized(model_dir, texts, on_bad_row="flag"))
+    default = TokenClassify(str(model_dir), aggregation="none", threads=1, dtype="float32")
+    default = default(_tokenized(model_dir, texts, on_bad_row="flag"))
     assert default["entities"][0].as_py() + default["entities"][3].as_py() == [e for e in tokens if e["entity"] != "O"]

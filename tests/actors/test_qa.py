@@ -57,7 +57,7 @@ def test_answers_equal_the_reference_pipeline(family: str) -> None:
         options = (kwargs.get("top_k", 1), kwargs.get("max_answer_len", 15), kwargs.get("handle_impossible_answer", False))
         if options not in stages:
             stages[options] = QuestionAnswer(str(model_dir), top_k=options[0], max_answer_length=options[1],
-                                             handle_impossible_answer=options[2], threads=1)
+                                             handle_impossible_answer=options[2], threads=1, dtype="float32")
         stage = stages[options]
         expected = _reference(case["answers"])
         for flat in (True, False):  # unpadded and padded forwards
@@ -81,7 +81,7 @@ def test_a_block_of_rows_and_bad_rows() -> None:
     questions = [c["question"] for c in cases] + ["Where?", None]
     contexts = [c["context"] for c in cases] + [None, "Paris."]
     tokenized = _tokenized(model_dir, questions, contexts, MAX_LENGTH, MAX_LENGTH // 2, on_bad_row="flag")
-    out = QuestionAnswer(str(model_dir), top_k=3, threads=1, max_batch_tokens=100)(tokenized)
+    out = QuestionAnswer(str(model_dir), top_k=3, threads=1, max_batch_tokens=100, dtype="float32")(tokenized)
     for row, case in enumerate(cases):
         got = out["answers"][row].as_py()
         assert [(a["answer"], a["start"], a["end"]) for a in got] == \

@@ -93,8 +93,8 @@ def test_qa_job_through_s3_equals_the_reference_answers(s3_server, tmp_path: Pat
     fs.put(str(local) + "/", f"{s3_server.bucket}/qa/in/", recursive=True)
     manifest = job("--task", "qa", "--model", str(QA_FIXTURES / "bert"), "--input", f"s3://{s3_server.bucket}/qa/in/",
                    "--output", f"s3://{s3_server.bucket}/qa/out", "--question-column", "q", "--context-column", "ctx",
-                   "--top-k", "3", "--handle-impossible-answer", "--on-bad-row", "flag", "--keep-columns", "q", "--actors", "1,1",
-                   "--storage-options", json.dumps(s3_server.storage_options))
+                   "--top-k", "3", "--handle-impossible-answer", "--on-bad-row", "flag", "--keep-columns", "q",
+                   "--actors", "1,1", "--storage-options", json.dumps(s3_server.storage_options))
     fs.get(f"{s3_server.bucket}/qa/out/", str(tmp_path / "out"), recursive=True)
     table = pa.concat_tables([pq.read_table(tmp_path / "out" / f"part-{k}.parquet") for k in range(2)])
     assert table.column_names == ["id", "q", "answer", "score", "start", "end", "answers", "truncated", "error"]
