@@ -40,7 +40,9 @@ class ProgressCounter:
     def add(self, rows: int, tokens: int, actor: str, node: str) -> None:
         self.rows += rows
         self.tokens += tokens
-        self.actors[actor] = node
+        # Keyed by actor and node: an actor restarted on another node (its node was lost) counts
+        # on both, so the manifest's actors per node says where actors ran, not only where they ended.
+        self.actors[f"{actor}@{node}"] = node
 
     def snapshot(self) -> dict[str, Any]:
         return {"rows": self.rows, "tokens": self.tokens, "actors": dict(self.actors)}
