@@ -51,7 +51,9 @@ class NerTask(Task):
 
     def tokenize_kwargs(self, settings: Mapping[str, Any], model: "ResolvedModel") -> dict[str, Any]:
         stride = settings["stride"]
-        return {"windows": Windows(max_length=model.max_length, stride=stride or 0, overflow=stride is not None)}
+        if stride is None:  # one window: the text past it is never read, so don't tokenize it
+            return {"windows": Windows(max_length=model.max_length, overflow=False, max_text_tokens=model.max_length)}
+        return {"windows": Windows(max_length=model.max_length, stride=stride)}
 
     def stage_kwargs(self, settings: Mapping[str, Any], model: "ResolvedModel") -> dict[str, Any]:
         return {"aggregation": settings["aggregation"], "ignore_labels": settings["ignore_labels"]}

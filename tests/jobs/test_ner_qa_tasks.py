@@ -28,7 +28,8 @@ def test_ner_settings_and_windows() -> None:
     settings = plain.settings(_model(128))
     assert settings["ignore_labels"] == [] and settings["stride"] is None
     # Without --stride: one window, the rest cut (and marked truncated).
-    assert plain.tokenize_kwargs(settings, _model(128))["windows"] == Windows(max_length=128, overflow=False)
+    assert plain.tokenize_kwargs(settings, _model(128))["windows"] == Windows(max_length=128, overflow=False,
+                                                                              max_text_tokens=128)
     with pytest.raises(SpecError, match="--stride needs an --aggregation other than none"):
         _task("--task", "ner", "--stride", "4", "--aggregation", "none").settings(_model())
     with pytest.raises(SpecError, match="--stride 128 must be less than the model's length"):
