@@ -165,7 +165,13 @@ class ProgressDisplay:
             except ImportError:  # no bar without tqdm: log lines instead
                 self.live = False
             else:
-                self._bar = tqdm(total=total_rows, unit="row", unit_scale=True, dynamic_ncols=True,
+                import shutil
+
+                # A terminal that reports no size (a pty nobody sized) would hide the bar: tqdm
+                # draws none wider than 0 columns nor below row 0.
+                sized = shutil.get_terminal_size((0, 0)).columns >= 40
+                self._bar = tqdm(total=total_rows, unit="row", unit_scale=True, dynamic_ncols=sized,
+                                 ncols=None if sized else 100, nrows=None if sized else 20,
                                  desc="rows through the model", smoothing=0.1)
 
     def rates(self, now: float, rows: int, tokens: int) -> tuple[float, float]:
