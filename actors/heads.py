@@ -36,5 +36,18 @@ class LanguageModel(_AutoModel):
         return registry.head_class(config.model_type, head)
 
 
+class SpanQuestionAnswering(_AutoModel):
+    """What the qa stage runs: start and end logits per token.  That is the seed's
+    AutoModelForQuestionAnswering for most types; XLNet, XLM and FlauBERT map that class to the
+    SQuAD beam-search head (its top-k spans, not logits per token) and declare the span head
+    (``...ForQuestionAnsweringSimple``) beside it."""
+
+    @classmethod
+    def model_class(cls, config: PretrainedConfig) -> type:
+        heads = registry.contract(config.model_type).heads
+        head = registry.SPAN_QUESTION_ANSWERING if registry.SPAN_QUESTION_ANSWERING in heads else registry.QUESTION_ANSWERING
+        return registry.head_class(config.model_type, head)
+
+
 def is_encoder_decoder(config: PretrainedConfig) -> bool:
     return registry.contract(config.model_type).encoder_decoder

@@ -16,9 +16,10 @@ import numpy as np
 import pyarrow as pa
 import torch
 
-from autoload import AutoModelForQuestionAnswering, AutoTokenizer
+from autoload import AutoTokenizer
 from autoload.modeling import Segments
 
+from .heads import SpanQuestionAnswering
 from .model_stage import ModelStage, Results, unpad
 from .windows import Window, row_windows
 
@@ -33,7 +34,7 @@ class QuestionAnswer(ModelStage):
     The null answer (``handle_impossible_answer``) has a score and a null text and offsets; rows
     with an error are null everywhere."""
 
-    auto_class = AutoModelForQuestionAnswering
+    auto_class = SpanQuestionAnswering
     checkpoint_kind = "question-answering"
     per_token = ("logits",)
 

@@ -28,6 +28,9 @@ WITH_LM_HEAD = "with_lm_head"  # the seed's AutoModelWithLMHead: masked LM for e
 CAUSAL_LM = "causal_lm"
 SEQUENCE_CLASSIFICATION = "sequence_classification"
 QUESTION_ANSWERING = "question_answering"
+# Start and end logits per token (the qa task's head), where the seed's QUESTION_ANSWERING class is
+# another head: XLNet, XLM and FlauBERT map it to the SQuAD beam-search head (top-k spans).
+SPAN_QUESTION_ANSWERING = "span_question_answering"
 TOKEN_CLASSIFICATION = "token_classification"
 ENCODER = "encoder"  # an encoder-decoder's encoder alone (T5EncoderModel): what embed runs on such a model
 

@@ -93,6 +93,7 @@ CONTRACT = ModelContract(
         registry.SEQUENCE_CLASSIFICATION: FlaubertForSequenceClassification,
         registry.TOKEN_CLASSIFICATION: FlaubertForTokenClassification,
         registry.QUESTION_ANSWERING: FlaubertForQuestionAnswering,
+        registry.SPAN_QUESTION_ANSWERING: FlaubertForQuestionAnsweringSimple,
     },
     name_patterns=("flaubert",),
     input_names=("input_ids", "attention_mask", "langs"),

@@ -617,6 +617,7 @@ CONTRACT = ModelContract(
         registry.SEQUENCE_CLASSIFICATION: XLMForSequenceClassification,
         registry.TOKEN_CLASSIFICATION: XLMForTokenClassification,
         registry.QUESTION_ANSWERING: XLMForQuestionAnswering,
+        registry.SPAN_QUESTION_ANSWERING: XLMForQuestionAnsweringSimple,
     },
     name_patterns=("xlm",),
     # Token types are no declared input: XLMTokenizer returns none (the model has no type table;

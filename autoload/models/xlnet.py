@@ -692,6 +692,7 @@ CONTRACT = ModelContract(
         registry.TOKEN_CLASSIFICATION: XLNetForTokenClassification,
         # The seed's (transformers 2.x) mapping; today's reference maps XLNetForQuestionAnsweringSimple.
         registry.QUESTION_ANSWERING: XLNetForQuestionAnswering,
+        registry.SPAN_QUESTION_ANSWERING: XLNetForQuestionAnsweringSimple,
     },
     name_patterns=("xlnet",),
     # The forward takes token_type_ids (segments A, B and <cls> tell apart through seg_embed), but

@@ -90,3 +90,27 @@ def test_a_block_of_rows_and_bad_rows() -> None:
     assert out[ERROR].to_pylist()[len(cases):] == ["column 'context' is null", "column 'question' is null"]
     assert out["answer"].to_pylist()[len(cases):] == [None, None]
     assert out["answers"].to_pylist()[len(cases):] == [None, None]
+
+
+def test_qa_on_a_model_whose_seed_qa_head_is_the_beam_head(tmp_path: Path) -> None:
+    """XLNet's AutoModelForQuestionAnswering is the seed's SQuAD beam head (top-k spans, no logits
+    per token): the qa stage loads the span head its contract declares beside it, and answers
+    with spans of the context across windows, left padding and all."""
+    import torch
+    import transformers
+
+    from sentencepiece_data import family_dir, train
+
+    directory = family_dir(tmp_path / "xlnet", "xlnet", train("xlnet", "unigram"))
+    torch.manual_seed(0)
+    config = transformers.XLNetConfig(vocab_size=300, d_model=16, n_layer=2, n_head=2, d_inner=32, num_labels=2)
+    transformers.XLNetForQuestionAnsweringSimple(config).eval().save_pretrained(directory)
+    contexts = ["the river runs from the mountain to the sea past an old village " * 6, "a short one"]
+    tokenized = _tokenized(directory, ["where does the river run?", "what?"], contexts, 32, 8)
+    stage = QuestionAnswer(str(directory), threads=1, dtype="float32")
+    assert type(stage.model).__name__ == "XLNetForQuestionAnsweringSimple"
+    out = stage(tokenized)
+    assert len(tokenized[WORD_IDS][0].as_py()) > 1  # the first context takes several windows
+    for row, context in enumerate(contexts):
+        start, end = out["start"][row].as_py(), out["end"][row].as_py()
+        assert 0 <= start < end <= len(context) and out["answer"][row].as_py() == context[start:end]

@@ -19,6 +19,7 @@ import torch
 from safetensors.torch import load_file
 
 import autoload
+from actors.heads import SpanQuestionAnswering
 from autoload.checkpoint import GLOBAL_RENAMES, apply_renames
 
 transformers = pytest.importorskip("transformers")
@@ -35,6 +36,8 @@ AUTO_CLASSES = {
     "sequence_classification": autoload.AutoModelForSequenceClassification,
     "token_classification": autoload.AutoModelForTokenClassification,
     "question_answering": autoload.AutoModelForQuestionAnswering,
+    # The qa task's head (actors/heads.py): start/end logits where the seed's QA class is a beam head.
+    "span_question_answering": SpanQuestionAnswering,
 }
 
 

@@ -21,6 +21,7 @@ HEADS = {
     "masked_lm": "FlaubertWithLMHeadModel",
     "sequence_classification": "FlaubertForSequenceClassification",
     "token_classification": "FlaubertForTokenClassification",
+    "span_question_answering": "FlaubertForQuestionAnsweringSimple",  # what the qa task runs
 }
 CASES = [
     ModelCase("flaubert", "FlaubertConfig", {**TINY, "layerdrop": 0.3}, HEADS),

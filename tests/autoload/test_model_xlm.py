@@ -26,6 +26,7 @@ HEADS = {
     "causal_lm": "XLMWithLMHeadModel",
     "sequence_classification": "XLMForSequenceClassification",
     "token_classification": "XLMForTokenClassification",
+    "span_question_answering": "XLMForQuestionAnsweringSimple",  # what the qa task runs
 }
 SOME = {k: HEADS[k] for k in ("base", "with_lm_head", "sequence_classification", "token_classification")}
 LANGS3 = {"n_langs": 3, "lang2id": {"en": 0, "fr": 1, "de": 2}, "id2lang": {0: "en", 1: "fr", 2: "de"}}

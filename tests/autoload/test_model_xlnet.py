@@ -42,6 +42,7 @@ HEADS = {
     "sequence_classification": "XLNetForSequenceClassification",
     "token_classification": "XLNetForTokenClassification",
     "question_answering": "XLNetForQuestionAnswering",
+    "span_question_answering": "XLNetForQuestionAnsweringSimple",  # what the qa task runs
 }
 SOME_HEADS = {k: HEADS[k] for k in ("base", "sequence_classification", "token_classification", "question_answering")}
 CASES = [
@@ -150,7 +151,7 @@ def test_loading_report(case: ModelCase, head: str, tmp_path: Path) -> None:
 
 
 def _per_token(key: str, value: torch.Tensor, length: int) -> bool:
-    return key in ("logits", "last_hidden_state") and value.dim() >= 2 and value.shape[1] == length
+    return key in ("logits", "last_hidden_state", "start_logits", "end_logits") and value.dim() >= 2 and value.shape[1] == length
 
 
 @pytest.mark.parametrize("case, head", [p for p in DISTINCT if p.values[1] != "question_answering"])
