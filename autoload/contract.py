@@ -59,7 +59,7 @@ class ModelContract:
     # target from it; score and generate take their encoder-decoder path, embed runs the encoder.
     encoder_decoder: bool = False
     # The job tasks (jobs/tasks/<name>.py) it serves, when fewer than its heads and flags would
-    # allow (Transformer-XL: score only); None: each task decides from the flags above.
+    # allow (Transformer-XL: no token-level tasks); None: each task decides from the flags above.
     tasks: Optional[tuple[str, ...]] = None
 
     def __post_init__(self) -> None:

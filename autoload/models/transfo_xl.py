@@ -137,6 +137,14 @@ def check_supported(config: TransfoXLConfig) -> None:
         raise ValueError(f"cutoffs {config.cutoffs} must increase and lie within the vocabulary (1..{config.vocab_size - 1})")
 
 
+def check_right_padded(attention_mask: Optional[torch.Tensor]) -> None:
+    """A mask whose rows are real tokens then pads, else a clear error: with no attention mask
+    in the model, a pad before a real token would be attended to."""
+    if attention_mask is not None and bool((attention_mask[:, 1:] > attention_mask[:, :-1]).any()):
+        raise ValueError("Transformer-XL has no attention mask: a padded batch must be right-padded (each row's "
+                         "tokens first, then its pads); this attention_mask has a pad before a real token")
+
+
 # ---------------------------------------------------------------------------------------------
 # Adaptive input embeddings
 # ---------------------------------------------------------------------------------------------
@@ -341,13 +349,17 @@ class TransfoXLModel(TransfoXLPreTrainedModel):
         input_ids: Optional[torch.Tensor] = None,
         mems: Optional[Mems] = None,
         *,
+        attention_mask: Optional[torch.Tensor] = None,
         inputs_embeds: Optional[torch.Tensor] = None,
         output_hidden_states: Optional[bool] = None,
         output_attentions: Optional[bool] = None,
     ) -> TransfoXLModelOutput:
         """(B, T) ids after ``mems`` (per layer (M, B, d_model), the previous segment's) →
-        (B, T, d_model) states and the memories for the next segment."""
+        (B, T, d_model) states and the memories for the next segment. ``attention_mask`` (B, T)
+        is only checked (the reference has none): the model is causal, so a right-padded row's
+        real tokens never see its pads; any other padding is refused."""
         check_one_input(input_ids, inputs_embeds)
+        check_right_padded(attention_mask)
         word_emb = self.word_emb(input_ids) if inputs_embeds is None else inputs_embeds  # (B, T, d)
         batch, queries = word_emb.shape[:2]
         if mems is None:
@@ -597,15 +609,21 @@ class TransfoXLForSequenceClassification(TransfoXLPreTrainedModel):
         self.transformer = TransfoXLModel(config)
         self.score = nn.Linear(config.d_embed, config.num_labels, bias=False)
 
-    def forward(self, input_ids=None, mems=None, **kwargs) -> TransfoXLSequenceClassifierOutputWithPast:
-        out = self.transformer(input_ids, mems, **kwargs)
+    def forward(self, input_ids=None, mems=None, *, attention_mask: Optional[torch.Tensor] = None,
+                **kwargs) -> TransfoXLSequenceClassifierOutputWithPast:
+        """(B, T) ids → (B, num_labels). With a (right-padding) ``attention_mask`` each row's
+        last real token is the mask's (what the reference picks on such a batch padded with
+        pad_token_id); without one, the reference's rule on the ids."""
+        out = self.transformer(input_ids, mems, attention_mask=attention_mask, **kwargs)
         hidden = out.last_hidden_state  # (B, T, d_model)
         batch, length = hidden.shape[:2]
         pad = self.config.pad_token_id
-        if pad is None and batch > 1:
+        if attention_mask is not None:
+            last = attention_mask.sum(-1) - 1
+        elif pad is None and batch > 1:
             raise ValueError("TransfoXLForSequenceClassification needs pad_token_id in its config to classify a "
                              "batch of more than one row (it picks each row's last non-pad token)")
-        if pad is None or input_ids is None:
+        elif pad is None or input_ids is None:
             last = torch.full((batch,), length - 1, device=hidden.device)
         else:  # 4.37's rule: the token before the first pad (the last one when there is none)
             last = ((input_ids == pad).int().argmax(-1) - 1) % length
@@ -630,8 +648,8 @@ CONTRACT = ModelContract(
     tokenizer_class="TransfoXLTokenizer",
     rank=100,
     max_length_rule=context_length,
-    # score runs each row (window) on zero memories, as the reference's first segment; generate
-    # decodes each row on its own memories (start_decoding): a row's memory never reaches another
-    # row. The encoder tasks (embed, classify) are not wired for it.
-    tasks=("score", "generate"),
+    # Every task runs each row (window) from zero memories, as the reference's first segment, and
+    # generate decodes each row on its own memories (start_decoding): a row's memory never reaches
+    # another row. No heads for fill-mask, ner or qa.
+    tasks=("embed", "classify", "score", "generate"),
 )
