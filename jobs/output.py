@@ -336,6 +336,16 @@ def _put_files(fs: fsspec.AbstractFileSystem, root: str, output: str, records: d
         _remove(fs, root, output, [records_file.FILES])
 
 
+def fold_records(output: str, storage_options: dict[str, Any]) -> None:
+    """Fold the JSON commit records written so far into the side file.  The driver does this
+    every :data:`jobs.records.FOLD_EVERY` committed units, so a run cut short leaves at most
+    that many records to read one object each.  Workers keep committing meanwhile: only the
+    records read here are deleted, and a newer JSON record wins over the side file's."""
+    fs, root = filesystem(output, storage_options)
+    fs.invalidate_cache()  # the workers' new records, not a listing cached earlier
+    _fold_records(fs, root, output, set())
+
+
 def _fold_records(fs: fsspec.AbstractFileSystem, root: str, output: str, discard: set[str]) -> None:
     """Fold the JSON commit records into the side file, then delete them: a resume reads one
     object instead of one per file.  A crash between the two leaves both, saying the same."""

@@ -29,7 +29,7 @@ from actors.common import ERROR, PADDED, ROW, SECONDS, SOURCE, TOKENS, TRUNCATED
 from actors.fused import TokenizeAndRun
 from actors.tokenize import Tokenize
 from autoload.storage import object_version, redact_text, retry
-from jobs import output
+from jobs import output, records
 from jobs.placement import Resources
 from jobs.plan import Plan, Unit, filesystem, is_bad_file, without_view_types
 from jobs.progress import ProgressCounter, ProgressDisplay, ProgressReporter, StallError, Watchdog
@@ -261,15 +261,29 @@ def run(spec: JobSpec, plan: Plan, units: list[Unit], job: str, stage_class: typ
     watchdog.start()
     stats: list[dict[str, Any]] = []
     try:
+        folded = 0
         for batch in ds.iter_batches(batch_size=None, batch_format="pyarrow"):
             stats.extend(batch.to_pylist())
             watchdog.units_done(batch.num_rows)
+            if len(stats) - folded >= records.FOLD_EVERY:
+                folded = len(stats)
+                _fold(spec)
     finally:
         actor_nodes = watchdog.finish()
         ray.kill(counter)
     if watchdog.stalled:
         raise StallError(watchdog.stalled)
     return sorted(stats, key=lambda s: s["unit"]), actor_nodes
+
+
+def _fold(spec: JobSpec) -> None:
+    """Fold the commit records so far (bookkeeping: when it fails, the JSON records stand and
+    the run goes on)."""
+    try:
+        output.fold_records(spec.output, spec.storage_options)
+    except Exception as err:  # storage errors come in many types
+        logger.warning("could not fold the commit records into %s yet (%s); they stay as they are",
+                       records.FILES, redact_text(str(err)))
 
 
 def _stop_executors(before: set[threading.Thread], error: BaseException) -> None:

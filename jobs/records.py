@@ -3,9 +3,9 @@
 A worker commits its unit with a small JSON record under ``_commits/`` (one PUT, appearing
 whole: see ``jobs.output``).  Reading those back one object each would make resuming a
 100,000-file output 100,000 requests, so the driver folds them into this one file: when a
-run starts (the records it keeps) and when it ends (every committed file).  A resume then
-reads one object, plus the JSON records of units committed since the last fold (a run cut
-short), fetched in batches.
+run starts (the records it keeps), every :data:`FOLD_EVERY` files committed, and when it
+ends.  A resume then reads one object, plus the JSON records of at most FOLD_EVERY units
+committed since the last fold (a run cut short), fetched in batches.
 
 One row per output file: the record's main fields as columns, for people and query engines
 (``SELECT input, rows FROM '_files.parquet'``), and the whole record as JSON, which is what
@@ -24,6 +24,8 @@ FILES = "_files.parquet"
 # Above this many input files the manifest leaves the per-input list out (it would be tens of
 # megabytes of JSON) and points to FILES, which holds the same facts per output file.
 MANIFEST_SHARDS_INLINE = 1000
+# While a run goes on, the driver folds the records every this many committed files.
+FOLD_EVERY = 1000
 
 _COLUMNS = {"output": pa.string(), "input": pa.string(), "row_start": pa.int64(), "row_stop": pa.int64(),
             "rows": pa.int64(), "bytes": pa.int64(), "sha256": pa.string(), "record": pa.string()}

@@ -1,5 +1,6 @@
 """--target-file-bytes through the real job: an input file whose output would be far over the
-target comes out as several files near it, every row once."""
+target comes out as several files near it, every row once; commit records folded while the
+run goes on."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -8,13 +9,20 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from jobs import output, records
 from jobs.infer import run_job
 from jobs.spec import parse_spec
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("ray_local")]
 
 
-def test_outputs_are_cut_near_the_target_size(minilm: str, tmp_path: Path) -> None:
+def test_outputs_are_cut_near_the_target_size(minilm: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # The driver folds the commit records after every file here (1,000 by default), while the
+    # workers go on committing: the end result is the same.
+    monkeypatch.setattr(records, "FOLD_EVERY", 1)
+    folds = []
+    fold = output.fold_records
+    monkeypatch.setattr(output, "fold_records", lambda *args: (folds.append(args), fold(*args)))
     (tmp_path / "in").mkdir()
     texts = [f"sentence {n} about rivers, mountains and the sea" for n in range(360)]
     pq.write_table(pa.table({"text": texts}), tmp_path / "in" / "big.parquet")
@@ -31,3 +39,6 @@ def test_outputs_are_cut_near_the_target_size(minilm: str, tmp_path: Path) -> No
     # A small input file stays one (small) file: inputs are never merged.
     assert pq.read_table(out / "small.parquet").num_rows == 5
     assert manifest["summary"]["files"] == 4 and manifest["summary"]["rows"] == 365
+    assert sorted(records.decode((out / records.FILES).read_bytes())) == sorted(p.name for p in [*big, out / "small.parquet"])
+    assert not list((out / "_commits").rglob("*.json"))
+    assert len(folds) >= 3  # after each file but the last, which the commit folds

@@ -176,3 +176,27 @@ def test_a_glob_is_listed_with_details_not_a_lookup_per_match(tmp_path: Path, co
     work = plan([f"countfs://{tmp_path / 'in'}/d00*/part-*.parquet"], ["text"], 50_000, {})
     assert len(work.shards) == 600 and work.shards[-1].name == "d001/part-00599.parquet"
     assert counting["glob"] == 1 and counting["info"] + counting["isfile"] <= 2, counting
+
+
+def test_records_folded_during_a_run_and_those_after_are_both_kept(tmp_path: Path, counting: Counter) -> None:
+    """The driver folds every FOLD_EVERY commits while workers keep writing JSON records: a run
+    cut short then leaves the side file plus the few records since, and a resume keeps all."""
+    from jobs.output import fold_records
+
+    names = [f"part-{i:04d}.parquet" for i in range(1_200)]
+    out = tmp_path / "out"
+    url = f"countfs://{out}"
+    prepare(url, {}, IDENTITY, _expected(names), overwrite=False)
+    _committed_output(out, names[:1_000])
+    fold_records(url, {})
+    assert not list((out / "_commits").rglob("*.json"))
+    assert len(records.decode((out / records.FILES).read_bytes())) == 1_000
+    # 200 more commits after the fold, then the driver dies (no final commit).
+    for name in names[1_000:]:
+        (out / name).write_bytes(b"data of " + name.encode())
+        record = {**_expected([name])[name], "output": name, "rows": 3, "bytes": len(b"data of ") + len(name),
+                  "sha256": "0" * 64}
+        (out / "_commits" / f"{name}.json").write_text(json.dumps(record))
+    counting.clear()
+    assert sorted(prepare(url, {}, IDENTITY, _expected(names), overwrite=False)) == names
+    assert counting["cat"] == 1 and counting["cat_file"] <= 3, counting  # 200 records: one batch, plus the side file
