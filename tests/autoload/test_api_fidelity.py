@@ -84,6 +84,8 @@ def test_generic_config_names_match_the_reference(model_type: str) -> None:
         pytest.skip("5.24 has no Transformer-XL: test_model_transfo_xl.py compares with 4.37.2's config defaults")
     ours, theirs = AutoConfig.for_model(model_type), transformers.AutoConfig.for_model(model_type)
     for name in GENERIC_NAMES:
+        if not hasattr(theirs, name):  # 5.24's T5Config has no max_position_embeddings (ours maps it to n_positions)
+            continue
         assert getattr(ours, name) == getattr(theirs, name), name
 
 

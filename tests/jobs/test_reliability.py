@@ -56,7 +56,10 @@ def http_model(tmp_path_factory: pytest.TempPathFactory, minilm: str) -> Iterato
         def log_message(self, *args: Any) -> None:
             pass
 
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(Quiet, directory=str(directory)))
+    class Server(http.server.ThreadingHTTPServer):
+        daemon_threads, block_on_close = True, False  # the client's keep-alive connections must not hold the teardown
+
+    server = Server(("127.0.0.1", 0), functools.partial(Quiet, directory=str(directory)))
     threading.Thread(target=server.serve_forever, daemon=True).start()
     yield directory, f"http://127.0.0.1:{server.server_port}/"
     server.shutdown()
