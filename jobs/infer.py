@@ -177,7 +177,8 @@ def resolved_dtype(spec: JobSpec) -> str:
     if spec.placement.num_gpus_per_actor is not None:
         gpus = spec.placement.num_gpus_per_actor
     elif ray.is_initialized() or _requested_address(spec)[0] not in (None, "local"):
-        _connect(spec)
+        if not ray.is_initialized():
+            _connect(spec)
         gpus = placement.gpus_per_actor(spec.placement, placement.cluster_nodes())
     else:
         import torch

@@ -48,15 +48,30 @@ def _byte_bpe(directory: Path, minilm: str, reference_class: str):
     return getattr(transformers, reference_class)(str(directory / "vocab.json"), str(directory / "merges.txt"))
 
 
+def _word_end_bpe(directory: Path, minilm: str, reference_class: str):
+    """XLM's / FlauBERT's native files: vocab.json + merges.txt of a BPE with </w> word ends."""
+    import tokenizers
+    from tokenizers import pre_tokenizers, trainers
+    from tokenizers.models import BPE
+
+    backend = tokenizers.Tokenizer(BPE(unk_token="<unk>", end_of_word_suffix="</w>"))
+    backend.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    specials = ["<s>", "</s>", "<pad>", "<unk>"] + [f"<special{i}>" for i in range(10)]
+    backend.train_from_iterator(WORDS * 20, trainers.BpeTrainer(vocab_size=120, special_tokens=specials,
+                                                                end_of_word_suffix="</w>", show_progress=False))
+    backend.model.save(str(directory))
+    return getattr(transformers, reference_class)(str(directory / "vocab.json"), str(directory / "merges.txt"))
+
+
 def _unigram(directory: Path, minilm: str, reference_class: str):
-    specials = {"AlbertTokenizer": ["<pad>", "<unk>", "[CLS]", "[SEP]", "[MASK]"],
+    specials = {"AlbertTokenizer": ["<pad>", "<unk>", "[CLS]", "[SEP]", "[MASK]"], "T5Tokenizer": ["<pad>", "</s>", "<unk>"],
                 "XLNetTokenizer": XLNET_SPECIALS}.get(reference_class, ROBERTA_SPECIALS)
     return getattr(transformers, reference_class)(vocab=[(s, 0.0) for s in specials] + SENTENCEPIECE_VOCAB)
 
 
 # How a test builds each tokenizer recipe's files; a new recipe needs a line here.
-TOKENIZER_FILES = {"bert": _wordpiece, "roberta": _byte_bpe}
-SENTENCEPIECE_CLASSES = ("AlbertTokenizer", "CamembertTokenizer", "XLMRobertaTokenizer", "XLNetTokenizer")
+TOKENIZER_FILES = {"bert": _wordpiece, "roberta": _byte_bpe, "xlm": _word_end_bpe, "flaubert": _word_end_bpe}
+SENTENCEPIECE_CLASSES = ("AlbertTokenizer", "CamembertTokenizer", "XLMRobertaTokenizer", "XLNetTokenizer", "T5Tokenizer")
 
 # Pairs in one sequence are how encoders classify them (NLI, cross-encoders); the decoders'
 # classifiers are covered on single texts in test_job_causal.py.
@@ -89,6 +104,9 @@ def _tiny_classifier(model_type: str, directory: Path, minilm: str) -> tuple[Pat
     if model_type == "xlnet":  # no position table; its own names (d_head follows d_model and n_head)
         del sizes["max_position_embeddings"]
         sizes.update(d_model=32, n_head=4, n_layer=2, d_inner=37)
+    if model_type == "t5":  # its own names; the decoder starts from the pad id
+        del sizes["max_position_embeddings"]
+        sizes.update(d_model=32, d_kv=8, d_ff=37, num_layers=2, num_heads=4, decoder_start_token_id=0)
     torch.manual_seed(0)
     model = transformers.AutoModelForSequenceClassification.from_config(config_class(**sizes)).eval()
     model.save_pretrained(directory)
