@@ -544,3 +544,56 @@ def token_content(value: Any) -> Optional[str]:
 
 def _write_json(path: Path, data: dict) -> None:
     path.write_text(json.dumps(data, indent=2, sort_keys=True, ensure_ascii=False) + "\n", encoding="utf-8")
+
+
+class PythonPartsTokenizer(Tokenizer):
+    """A :class:`Tokenizer` whose backend carries Python parts (a pre-tokenizer or decoder:
+    CTRL's BPE, Moses for XLM, FlauBERT and Transformer-XL), which ``tokenizers`` can neither
+    pickle nor write.  It pickles (and hashes, jobs/model.py) as the backend's JSON without
+    them; :meth:`_reattach` puts them back."""
+
+    def _reattach(self) -> None:
+        raise NotImplementedError
+
+    def __getstate__(self) -> dict:
+        state = super().__getstate__()
+        state["backend"] = self._backend_json()
+        return state
+
+    def __setstate__(self, state: dict) -> None:
+        state["backend"] = tokenizers.Tokenizer.from_str(state["backend"])
+        super().__setstate__(state)
+        self._reattach()
+
+    def _backend_json(self) -> str:
+        """The backend as JSON, without the Python parts."""
+        with self.backend_lock:
+            self.backend.pre_tokenizer = None
+            self.backend.decoder = None
+            try:
+                return self.backend.to_str()
+            finally:
+                self._reattach()
+
+    def _save_word_bpe(self, save_directory: Union[str, Path], merges: Iterable[Sequence[str]],
+                       merges_header: Optional[str]) -> tuple[str, ...]:
+        """vocab.json, merges.txt (after ``merges_header``, when the family writes one),
+        tokenizer_config.json (added tokens included) and special_tokens_map.json, as the
+        reference saves its Python BPE tokenizers; both load them back."""
+        directory = Path(save_directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        vocab_file, merges_file = directory / "vocab.json", directory / "merges.txt"
+        vocab = self.backend.get_vocab(with_added_tokens=False)
+        vocab_file.write_text(json.dumps(dict(sorted(vocab.items(), key=lambda item: item[1])), ensure_ascii=False),
+                              encoding="utf-8")
+        lines = ([merges_header] if merges_header is not None else []) + [" ".join(m) for m in merges]
+        merges_file.write_text("".join(line + "\n" for line in lines), encoding="utf-8")
+        config = self._config_to_save()
+        config["added_tokens_decoder"] = {
+            str(i): {"content": t.content, "special": t.special, "normalized": t.normalized, "lstrip": t.lstrip,
+                     "rstrip": t.rstrip, "single_word": t.single_word}
+            for i, t in sorted(self.backend.get_added_tokens_decoder().items())}
+        config_file, map_file = directory / TOKENIZER_CONFIG_FILE, directory / SPECIAL_TOKENS_MAP_FILE
+        _write_json(config_file, config)
+        _write_json(map_file, dict(self.special_tokens_map))
+        return str(config_file), str(map_file), str(vocab_file), str(merges_file)

@@ -12,7 +12,6 @@ backend without them and re-attaches them, and saves vocab.json + merges.txt as 
 """
 from __future__ import annotations
 
-import json
 import re
 from pathlib import Path
 from typing import Any, Union
@@ -20,7 +19,7 @@ from typing import Any, Union
 import tokenizers
 from tokenizers import NormalizedString, PreTokenizedString, decoders, pre_tokenizers
 
-from .api import SPECIAL_TOKENS_MAP_FILE, TOKENIZER_CONFIG_FILE, Tokenizer, _write_json
+from .api import PythonPartsTokenizer
 
 # The reference's ``regex`` \S+\n?: ``regex`` counts \x1c-\x1f as non-space (Unicode White_Space), ``re`` doesn't.
 _WORD = re.compile(r"[\S\x1c-\x1f]+\n?")
@@ -106,7 +105,7 @@ def attach(backend: tokenizers.Tokenizer, bpe: WordBPE) -> None:
     backend.decoder = decoders.Decoder.custom(_JoinPieces())
 
 
-class CTRLTokenizer(Tokenizer):
+class CTRLTokenizer(PythonPartsTokenizer):
     """:class:`Tokenizer` over a backend with the Python BPE attached (``init_kwargs["merges_file"]``
     names the merges it reads)."""
 
@@ -115,43 +114,9 @@ class CTRLTokenizer(Tokenizer):
         self.bpe = WordBPE(read_merges(Path(self.init_kwargs["merges_file"])))
         attach(backend, self.bpe)
 
-    def __getstate__(self) -> dict:
-        state = super().__getstate__()
-        state["backend"] = self._backend_json()
-        return state
-
-    def __setstate__(self, state: dict) -> None:
-        state["backend"] = tokenizers.Tokenizer.from_str(state["backend"])
-        super().__setstate__(state)
+    def _reattach(self) -> None:
         attach(self.backend, self.bpe)
 
-    def _backend_json(self) -> str:
-        """The backend as JSON, without the custom parts ``tokenizers`` can't write."""
-        with self.backend_lock:
-            self.backend.pre_tokenizer = None
-            self.backend.decoder = None
-            try:
-                return self.backend.to_str()
-            finally:
-                attach(self.backend, self.bpe)
-
     def save_pretrained(self, save_directory: Union[str, Path], **kwargs: Any) -> tuple[str, ...]:
-        """vocab.json, merges.txt, tokenizer_config.json (added tokens included) and
-        special_tokens_map.json, as the reference saves a CTRL tokenizer; both load it back."""
-        directory = Path(save_directory)
-        directory.mkdir(parents=True, exist_ok=True)
-        vocab_file, merges_file = directory / "vocab.json", directory / "merges.txt"
-        vocab = self.backend.get_vocab(with_added_tokens=False)
-        vocab_file.write_text(json.dumps(dict(sorted(vocab.items(), key=lambda item: item[1])), ensure_ascii=False),
-                              encoding="utf-8")
-        merges_file.write_text("\n".join([MERGES_HEADER, *(" ".join(m) for m in self.bpe.merges)]) + "\n",
-                               encoding="utf-8")
-        config = self._config_to_save()
-        config["added_tokens_decoder"] = {
-            str(i): {"content": t.content, "special": t.special, "normalized": t.normalized, "lstrip": t.lstrip,
-                     "rstrip": t.rstrip, "single_word": t.single_word}
-            for i, t in sorted(self.backend.get_added_tokens_decoder().items())}
-        config_file, map_file = directory / TOKENIZER_CONFIG_FILE, directory / SPECIAL_TOKENS_MAP_FILE
-        _write_json(config_file, config)
-        _write_json(map_file, dict(self.special_tokens_map))
-        return str(config_file), str(map_file), str(vocab_file), str(merges_file)
+        """As the reference saves a CTRL tokenizer: its merges.txt starts with a version line."""
+        return self._save_word_bpe(save_directory, self.bpe.merges, MERGES_HEADER)

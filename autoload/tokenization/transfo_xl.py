@@ -28,7 +28,7 @@ import tokenizers
 from tokenizers import NormalizedString, PreTokenizedString, decoders, pre_tokenizers, processors
 from tokenizers.models import WordLevel
 
-from .api import SPECIAL_TOKENS_MAP_FILE, TOKENIZER_CONFIG_FILE, Tokenizer, _write_json
+from .api import SPECIAL_TOKENS_MAP_FILE, TOKENIZER_CONFIG_FILE, PythonPartsTokenizer, Tokenizer, _write_json
 
 logger = logging.getLogger(__name__)
 
@@ -263,7 +263,7 @@ class _MosesText:
         return [" ".join(parts)]
 
 
-class TransfoXLTokenizer(Tokenizer):
+class TransfoXLTokenizer(PythonPartsTokenizer):
     """:class:`Tokenizer` over a WordLevel backend with the Moses pipeline attached
     (``init_kwargs``: lower_case, delimiter, language, never_split as the reference reads them)."""
 
@@ -324,23 +324,10 @@ class TransfoXLTokenizer(Tokenizer):
 
     def __getstate__(self) -> dict:
         state = super().__getstate__()
-        state["backend"] = self._backend_json()
         state.pop("pipeline", None)
         return state
 
-    def _backend_json(self) -> str:
-        """The backend as JSON, without the Python parts ``tokenizers`` can't write."""
-        with self.backend_lock:
-            self.backend.pre_tokenizer = None
-            self.backend.decoder = None
-            try:
-                return self.backend.to_str()
-            finally:
-                self._attach()
-
-    def __setstate__(self, state: dict) -> None:
-        state["backend"] = tokenizers.Tokenizer.from_str(state["backend"])
-        super().__setstate__(state)
+    def _reattach(self) -> None:
         self._attach()
 
 

@@ -19,7 +19,6 @@ Like the reference's Python tokenizers these give no character offsets.
 """
 from __future__ import annotations
 
-import json
 import logging
 import re
 import threading
@@ -31,7 +30,7 @@ from typing import Any, Callable, Optional, Union
 import tokenizers
 from tokenizers import NormalizedString, PreTokenizedString, decoders, pre_tokenizers
 
-from .api import SPECIAL_TOKENS_MAP_FILE, TOKENIZER_CONFIG_FILE, Tokenizer, _write_json
+from .api import PythonPartsTokenizer, Tokenizer
 from .ctrl import WordBPE
 
 logger = logging.getLogger(__name__)
@@ -126,7 +125,7 @@ class _JoinWords:
         return ["".join(tokens).replace(_END, " ").strip()]
 
 
-class XLMTokenizer(Tokenizer):
+class XLMTokenizer(PythonPartsTokenizer):
     """:class:`Tokenizer` with the Python Moses + BPE pipeline attached (``init_kwargs`` name the
     merges file and the options); ``lang=`` on a call picks the language's Moses settings."""
 
@@ -223,46 +222,17 @@ class XLMTokenizer(Tokenizer):
     # -- pickling and saving --------------------------------------------------------------
     def __getstate__(self) -> dict:
         state = super().__getstate__()
-        state["backend"] = self._backend_json()
         state["_backends"] = {}
         state["_moses"] = {}
         return state
 
-    def __setstate__(self, state: dict) -> None:
-        state["backend"] = tokenizers.Tokenizer.from_str(state["backend"])
-        super().__setstate__(state)
+    def _reattach(self) -> None:
         self._attach(self.backend, self.default_language)
 
-    def _backend_json(self) -> str:
-        """The backend as JSON, without the custom parts ``tokenizers`` can't write."""
-        with self.backend_lock:
-            self.backend.pre_tokenizer = None
-            self.backend.decoder = None
-            try:
-                return self.backend.to_str()
-            finally:
-                self._attach(self.backend, self.default_language)
-
     def save_pretrained(self, save_directory: Union[str, Path], **kwargs: Any) -> tuple[str, ...]:
-        """vocab.json, merges.txt, tokenizer_config.json and special_tokens_map.json, as the
-        reference saves these tokenizers; both load them back."""
-        directory = Path(save_directory)
-        directory.mkdir(parents=True, exist_ok=True)
-        vocab_file, merges_file = directory / "vocab.json", directory / "merges.txt"
-        vocab = self.backend.get_vocab(with_added_tokens=False)
-        vocab_file.write_text(json.dumps(dict(sorted(vocab.items(), key=lambda item: item[1])), ensure_ascii=False),
-                              encoding="utf-8")
-        # No header line: the reference reads every line as a merge, and writes none.
-        merges_file.write_text("".join(" ".join(m) + "\n" for m in self.bpe.merges), encoding="utf-8")
-        config = self._config_to_save()
-        config["added_tokens_decoder"] = {
-            str(i): {"content": t.content, "special": t.special, "normalized": t.normalized, "lstrip": t.lstrip,
-                     "rstrip": t.rstrip, "single_word": t.single_word}
-            for i, t in sorted(self.backend.get_added_tokens_decoder().items())}
-        config_file, map_file = directory / TOKENIZER_CONFIG_FILE, directory / SPECIAL_TOKENS_MAP_FILE
-        _write_json(config_file, config)
-        _write_json(map_file, dict(self.special_tokens_map))
-        return str(config_file), str(map_file), str(vocab_file), str(merges_file)
+        """As the reference saves these tokenizers: no header line in merges.txt (the reference
+        reads every line as a merge, and writes none)."""
+        return self._save_word_bpe(save_directory, self.bpe.merges, None)
 
 
 class FlaubertTokenizer(XLMTokenizer):
