@@ -282,7 +282,7 @@ def test_node_joins_then_is_lost_mid_job_every_row_once_one_download_per_node(s3
             second = subprocess.run(argv, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
             runs.append({"rc": second.returncode, "log": second.stdout + second.stderr})
             assert second.returncode == 0, (second.stdout + second.stderr)[-4000:]
-            assert f"resumed    " in second.stdout
+            assert "resumed    " in second.stdout
         wall = time.monotonic() - started
     finally:
         cluster.stop()
