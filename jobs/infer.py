@@ -88,6 +88,7 @@ def run_job(spec: JobSpec) -> dict[str, Any]:
     check_output_location(spec.input, spec.output, spec.storage_options)
     task = spec.make_task()
     model = resolve(spec, task)
+    task.check(spec, model)
     settings = task.settings(model)
     own_columns = task.text_columns(settings, model)
     if own_columns is not None:

@@ -275,6 +275,10 @@ def make_spec(values: dict[str, Any], origin: str = "spec") -> JobSpec:
     parsed["task"] = task.name if ":" not in task_name else task_name
     if parsed.get("text_pair_column") and not task.takes_pairs:
         raise SpecError(f"--task {task.name} takes single texts, not pairs: drop --text-pair-column ({origin})")
+    if "text_column" in parsed and not task.reads_text_column:
+        own_columns = ", ".join(o.flag_name for o in task.options if o.name.endswith("_column"))
+        raise SpecError(f"--task {task.name} reads its text from {own_columns}, not --text-column: drop --text-column "
+                        f"({origin})")
     _fill_dates(parsed, origin)
     spec = JobSpec(**parsed, placement=Placement(**placed), task_options=chosen)
     _check_columns(spec)

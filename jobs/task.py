@@ -35,6 +35,8 @@ class Task:
     options: ClassVar[tuple[Option, ...]] = ()
     # Whether --text-pair-column makes sense (pairs of texts in one sequence).
     takes_pairs: ClassVar[bool] = True
+    # Whether the task reads --text-column (qa names its own columns: a --text-column would be ignored).
+    reads_text_column: ClassVar[bool] = True
 
     def __init__(self, values: Mapping[str, Any]) -> None:
         unknown = sorted(set(values) - {o.name for o in self.options})
@@ -45,6 +47,10 @@ class Task:
     def unfit(self, contract: ModelContract) -> Optional[str]:
         """Why the task can't run on this architecture (checked before anything loads), or None."""
         return None
+
+    def check(self, spec: Any, model: "ResolvedModel") -> None:
+        """Refuse (raise :class:`SpecError`) settings this task can't honour on this model,
+        before Ray starts: what neither the options' parsers nor ``unfit`` can see alone."""
 
     def settings(self, model: "ResolvedModel") -> dict[str, Any]:
         """Every option's value for this run: given, else read from the model (override

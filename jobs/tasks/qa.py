@@ -27,6 +27,7 @@ class QaTask(Task):
             "in overlapping windows (--doc-stride), as transformers' question-answering pipeline")
     stage = QuestionAnswer
     takes_pairs = False
+    reads_text_column = False
     options = (
         Option("question_column", "column holding the question (default: question)", text, default="question",
                flag={"metavar": "NAME"}),

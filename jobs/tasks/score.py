@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING, Any, Mapping
 import pyarrow as pa
 
 from actors.score import Score
+from autoload import registry
 from jobs.options import SWITCH, Option, SpecError, boolean, choice, positive
 from jobs.task import CausalLMTask
 
@@ -36,6 +37,13 @@ class ScoreTask(CausalLMTask):
                "(default: off; the first token has no left context and is not scored)", boolean, default=False,
                flag=SWITCH),
     )
+
+    def check(self, spec: Any, model: "ResolvedModel") -> None:
+        """An encoder-decoder scores a target given a source: without the target column there is
+        nothing to score (a causal LM scores the text itself)."""
+        if registry.contract(model.model_type).encoder_decoder and not spec.text_pair_column:
+            raise SpecError(f"--task score on {model.model_type} (an encoder-decoder) scores a target given a source: "
+                            "name the target column with --text-pair-column (the source is --text-column)")
 
     def model_defaults(self, model: "ResolvedModel") -> dict[str, Any]:
         return {"stride": max(1, model.max_length // 2)}

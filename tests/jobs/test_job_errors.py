@@ -311,3 +311,16 @@ def test_output_of_another_job_is_refused(tiny_classifier: Path, shards: Path, t
     prepare(str(tmp_path / "out"), {}, {"task": "embed", "weights_sha256": "0" * 64}, {}, overwrite=False)
     with pytest.raises(OutputError, match=r"holds results of a different job \(.*weights_sha256: \"00000000000000… there"):
         _run_on(tiny_classifier, shards, tmp_path)
+
+
+def test_score_on_an_encoder_decoder_without_a_target_fails_before_ray(shards: Path, tmp_path: Path,
+                                                                      no_pipeline: None) -> None:
+    """T5 scores a target given a source: without --text-pair-column the job is refused up front
+    (before, the stage failed inside Ray)."""
+    from t5_data import tiny_t5
+
+    model = tiny_t5(tmp_path / "t5")
+    with pytest.raises(SpecError, match=r"--task score on t5 \(an encoder-decoder\) scores a target given a source: "
+                                        "name the target column with --text-pair-column"):
+        _run(["--task", "score", "--model", str(model), "--input", str(shards), "--text-column", "body",
+              "--output", str(tmp_path / "out")])

@@ -58,3 +58,7 @@ def test_qa_defaults_columns_and_refusals() -> None:
         _task("--task", "qa", "--question-column", "x", "--context-column", "x").settings(_model())
     with pytest.raises(SpecError, match="takes single texts, not pairs"):
         _task("--task", "qa", "--text-pair-column", "p")
+    # qa reads its own columns: a --text-column would be silently ignored, so it is refused.
+    with pytest.raises(SpecError, match="--task qa reads its text from --question-column, --context-column, not "
+                                        "--text-column"):
+        _task("--task", "qa", "--text-column", "body")
