@@ -588,7 +588,11 @@ class PythonPartsTokenizer(Tokenizer):
                               encoding="utf-8")
         lines = ([merges_header] if merges_header is not None else []) + [" ".join(m) for m in merges]
         merges_file.write_text("".join(line + "\n" for line in lines), encoding="utf-8")
-        config = self._config_to_save()
+        return (*self._save_slow_configs(directory, self._config_to_save()), str(vocab_file), str(merges_file))
+
+    def _save_slow_configs(self, directory: Path, config: dict[str, Any]) -> tuple[str, str]:
+        """tokenizer_config.json (``config`` with the added tokens, which these families keep
+        there, having no tokenizer.json) and special_tokens_map.json, as the reference writes them."""
         config["added_tokens_decoder"] = {
             str(i): {"content": t.content, "special": t.special, "normalized": t.normalized, "lstrip": t.lstrip,
                      "rstrip": t.rstrip, "single_word": t.single_word}
@@ -596,4 +600,4 @@ class PythonPartsTokenizer(Tokenizer):
         config_file, map_file = directory / TOKENIZER_CONFIG_FILE, directory / SPECIAL_TOKENS_MAP_FILE
         _write_json(config_file, config)
         _write_json(map_file, dict(self.special_tokens_map))
-        return str(config_file), str(map_file), str(vocab_file), str(merges_file)
+        return str(config_file), str(map_file)

@@ -28,7 +28,7 @@ import tokenizers
 from tokenizers import NormalizedString, PreTokenizedString, decoders, pre_tokenizers, processors
 from tokenizers.models import WordLevel
 
-from .api import SPECIAL_TOKENS_MAP_FILE, TOKENIZER_CONFIG_FILE, PythonPartsTokenizer, Tokenizer, _write_json
+from .api import PythonPartsTokenizer, Tokenizer
 
 logger = logging.getLogger(__name__)
 
@@ -309,14 +309,7 @@ class TransfoXLTokenizer(PythonPartsTokenizer):
                               encoding="utf-8")
         config = self._config_to_save()
         config.pop("base_vocab_size", None)
-        config["added_tokens_decoder"] = {
-            str(i): {"content": t.content, "special": t.special, "normalized": t.normalized, "lstrip": t.lstrip,
-                     "rstrip": t.rstrip, "single_word": t.single_word}
-            for i, t in sorted(self.backend.get_added_tokens_decoder().items())}
-        config_file, map_file = directory / TOKENIZER_CONFIG_FILE, directory / SPECIAL_TOKENS_MAP_FILE
-        _write_json(config_file, config)
-        _write_json(map_file, dict(self.special_tokens_map))
-        return str(config_file), str(map_file), str(vocab_file)
+        return (*self._save_slow_configs(directory, config), str(vocab_file))
 
     @property
     def do_lower_case(self) -> bool:
