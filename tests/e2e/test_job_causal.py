@@ -14,6 +14,7 @@ import pytest
 import torch
 
 from causal_lm_data import tiny_gpt2
+from job_io import write_shards
 from jobs import infer, pipeline, records
 from jobs.infer import run_job
 from jobs.model import ModelError
@@ -30,16 +31,6 @@ def gpt2(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tiny_gpt2(tmp_path_factory.mktemp("gpt2"), n_positions=64)
 
 
-def _inputs(directory: Path, columns: dict[str, list], shards: int = 2) -> Path:
-    directory.mkdir(parents=True)
-    rows = len(next(iter(columns.values())))
-    cut = -(-rows // shards)
-    for shard in range(shards):
-        part = {name: values[shard * cut:(shard + 1) * cut] for name, values in columns.items()}
-        pq.write_table(pa.table(part), directory / f"part-{shard}.parquet")
-    return directory
-
-
 def _outputs(directory: Path, shards: int = 2) -> pa.Table:
     return pa.concat_tables([pq.read_table(directory / f"part-{k}.parquet") for k in range(shards)])
 
@@ -52,7 +43,7 @@ def test_score_job_equals_the_reference_losses_through_s3(gpt2: Path, s3_server,
     tokenizer = transformers.AutoTokenizer.from_pretrained(gpt2)
     model = transformers.GPT2LMHeadModel.from_pretrained(gpt2).eval()
     prompts, continuations = PROMPTS, [" jumps over", " and seas", " by the bridge", " sleeps", " run", " bridge"]
-    local = _inputs(tmp_path / "in", {"prompt": prompts, "text": continuations})
+    local = write_shards(tmp_path / "in", {"prompt": prompts, "text": continuations})
     fs = s3_server.filesystem()
     fs.put(str(local) + "/", f"{s3_server.bucket}/causal/in/", recursive=True)
     job("--task", "score", "--model", str(gpt2), "--input", f"s3://{s3_server.bucket}/causal/in/",
@@ -76,7 +67,7 @@ def test_score_job_equals_the_reference_losses_through_s3(gpt2: Path, s3_server,
 def test_generate_job_greedy_equals_the_reference(gpt2: Path, tmp_path: Path) -> None:
     tokenizer = transformers.AutoTokenizer.from_pretrained(gpt2)
     model = transformers.GPT2LMHeadModel.from_pretrained(gpt2).eval()
-    _inputs(tmp_path / "in", {"text": PROMPTS})
+    write_shards(tmp_path / "in", {"text": PROMPTS})
     manifest = job("--task", "generate", "--model", str(gpt2), "--input", str(tmp_path / "in"), "--output",
                    str(tmp_path / "out"), "--max-new-tokens", "12", "--actors", "2")
     assert manifest["task"]["settings"]["max_new_tokens"] == 12
@@ -92,7 +83,7 @@ def test_generate_job_greedy_equals_the_reference(gpt2: Path, tmp_path: Path) ->
 
 
 def test_seeded_sampling_is_the_same_after_a_rerun_and_a_resume(gpt2: Path, tmp_path: Path) -> None:
-    _inputs(tmp_path / "in", {"text": PROMPTS})
+    write_shards(tmp_path / "in", {"text": PROMPTS})
     argv = ["--task", "generate", "--model", str(gpt2), "--input", str(tmp_path / "in"), "--output",
             str(tmp_path / "out"), "--max-new-tokens", "8", "--do-sample", "--top-k", "30", "--seed", "7"]
     job(*argv)
@@ -111,7 +102,7 @@ def test_seeded_sampling_is_the_same_after_a_rerun_and_a_resume(gpt2: Path, tmp_
 
 def test_embed_last_token_and_classify_on_gpt2(gpt2: Path, tmp_path: Path) -> None:
     tokenizer = transformers.AutoTokenizer.from_pretrained(gpt2)
-    _inputs(tmp_path / "in", {"text": PROMPTS})
+    write_shards(tmp_path / "in", {"text": PROMPTS})
     job("--task", "embed", "--pooling", "last", "--model", str(gpt2), "--input", str(tmp_path / "in"),
         "--output", str(tmp_path / "emb"))
     body = transformers.GPT2Model.from_pretrained(gpt2).eval()
@@ -145,7 +136,7 @@ def test_generate_on_an_encoder_is_refused_before_ray(minilm: str, tmp_path: Pat
 
     monkeypatch.setattr(pipeline, "run", refuse)
     monkeypatch.setattr(infer, "_connect", refuse)
-    _inputs(tmp_path / "in", {"text": PROMPTS})
+    write_shards(tmp_path / "in", {"text": PROMPTS})
     for task in ("generate", "score"):
         with pytest.raises(ModelError, match=rf"--task {task} can't run on .*: it needs a causal language model, and "
                                              r"bert is an encoder"):

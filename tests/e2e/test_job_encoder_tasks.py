@@ -18,6 +18,7 @@ import pyarrow.parquet as pq
 import pytest
 
 import encoder_task_data
+from job_io import read_back, write_shards
 from jobs.infer import run_job
 from jobs.spec import parse_spec
 
@@ -34,34 +35,13 @@ def job(*argv: str) -> dict:
     return run_job(parse_spec(list(argv)))
 
 
-def _inputs(directory: Path, texts: list, shards: int = 2) -> Path:
-    directory.mkdir(parents=True)
-    cut = -(-len(texts) // shards)
-    for shard in range(shards):
-        pq.write_table(pa.table({"text": pa.array(texts[shard * cut:(shard + 1) * cut], pa.string())}),
-                       directory / f"part-{shard}.parquet")
-    return directory
-
-
-def _read_back(directory: Path, column: str) -> tuple[list, list]:
-    """``column`` of every output file, as DuckDB and as pandas read it, in row order."""
-    import duckdb
-    import pandas as pd
-
-    pattern = str(directory / "part-*.parquet")
-    by_duckdb = [row[0] for row in duckdb.sql(f"SELECT {column} FROM read_parquet('{pattern}', filename=true) "
-                                              "ORDER BY filename, id").fetchall()]
-    frames = [pd.read_parquet(path) for path in sorted(directory.glob("part-*.parquet"))]
-    return by_duckdb, list(pd.concat(frames)[column])
-
-
 @pytest.fixture(scope="module")
 def tiny_mlm(tmp_path_factory: pytest.TempPathFactory, minilm: str) -> Path:
     return encoder_task_data.tiny_mlm(tmp_path_factory.mktemp("mlm"), minilm)
 
 
 def test_fill_mask_job_through_s3_equals_the_reference_pipeline(tiny_mlm: Path, s3_server, tmp_path: Path) -> None:
-    local = _inputs(tmp_path / "in", MASKED)
+    local = write_shards(tmp_path / "in", {"text": MASKED})
     fs = s3_server.filesystem()
     fs.put(str(local) + "/", f"{s3_server.bucket}/fill/in/", recursive=True)
     manifest = job("--task", "fill-mask", "--model", str(tiny_mlm), "--input", f"s3://{s3_server.bucket}/fill/in/",
@@ -87,14 +67,14 @@ def test_fill_mask_job_through_s3_equals_the_reference_pipeline(tiny_mlm: Path, 
     assert manifest["summary"]["bad_rows"] == 2 and manifest["summary"]["rows"] == 5
     assert any("row 1: the text has no mask token" in e for e in manifest["errors"]["examples"])
     assert manifest["task"]["settings"] == {"top_k": 3, "targets": []}
-    by_duckdb, by_pandas = _read_back(tmp_path / "out", "predictions")
+    by_duckdb, by_pandas = read_back(tmp_path / "out", "predictions")
     assert by_duckdb[0][0][0]["token_str"] == ours[0][0][0]["token_str"] and by_duckdb[1] is None
     assert len(by_duckdb[2]) == 2 and list(by_pandas[2][1][0].keys()) == ["token", "token_str", "score", "sequence"]
 
 
 def test_multi_label_classify_job_equals_the_reference_pipeline(minilm: str, tmp_path: Path) -> None:
     model = encoder_task_data.multi_label_classifier(tmp_path / "model", minilm)
-    _inputs(tmp_path / "in", TEXTS)
+    write_shards(tmp_path / "in", {"text": TEXTS})
     manifest = job("--task", "classify", "--model", str(model), "--input", str(tmp_path / "in"), "--output",
                    str(tmp_path / "out"), "--threshold", "0.4", "--return-logits", "--on-bad-row", "flag")
     table = pa.concat_tables([pq.read_table(tmp_path / "out" / f"part-{k}.parquet") for k in range(2)])
@@ -116,7 +96,7 @@ def test_multi_label_classify_job_equals_the_reference_pipeline(minilm: str, tmp
                                    [by_label[encoder_task_data.LABELS[i]] for i in range(4)], rtol=1e-5)
         passed += len(labels)
     assert 0 < passed < 16
-    by_duckdb, by_pandas = _read_back(tmp_path / "out", "labels")
+    by_duckdb, by_pandas = read_back(tmp_path / "out", "labels")
     assert [[r["label"] for r in row] if row is not None else None for row in by_duckdb] == \
            [[r["label"] for r in row] if row is not None else None for row in table["labels"].to_pylist()]
     assert by_pandas[1] is None and len(by_pandas[0]) == len(table["labels"][0].as_py())
@@ -128,7 +108,7 @@ def test_embed_job_dense_model_prompt_dimensions_then_int8_calibrated_on_its_out
     from sentence_transformers.quantization import quantize_embeddings
 
     model = encoder_task_data.dense_sentence_model(tmp_path / "model", tiny_mlm)
-    _inputs(tmp_path / "in", TEXTS)
+    write_shards(tmp_path / "in", {"text": TEXTS})
     common = ["--model", str(model), "--input", str(tmp_path / "in"), "--on-bad-row", "flag", "--prompt-name",
               "passage", "--dimensions", "8"]
     floats = job(*common, "--output", str(tmp_path / "float"))
@@ -150,6 +130,6 @@ def test_embed_job_dense_model_prompt_dimensions_then_int8_calibrated_on_its_out
     np.testing.assert_array_equal(np.array([quantized["embedding"][i].as_py() for i in good]),
                                   quantize_embeddings(ours, precision="int8", ranges=ranges))
     assert manifest["summary"]["bad_rows"] == 2 and quantized["embedding"][1].as_py() is None
-    by_duckdb, by_pandas = _read_back(tmp_path / "int8", "embedding")
+    by_duckdb, by_pandas = read_back(tmp_path / "int8", "embedding")
     assert list(by_duckdb[0]) == quantized["embedding"][0].as_py() and by_duckdb[1] is None
     assert list(by_pandas[0]) == quantized["embedding"][0].as_py()

@@ -14,6 +14,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from job_io import read_back, write_shards
 from jobs.infer import run_job
 from jobs.spec import parse_spec
 from ner_qa_data import TEXTS, long_text, tiny_token_classifier
@@ -28,32 +29,10 @@ def job(*argv: str) -> dict:
     return run_job(parse_spec(list(argv)))
 
 
-def _inputs(directory: Path, columns: dict[str, list], shards: int = 2) -> Path:
-    directory.mkdir(parents=True)
-    rows = len(next(iter(columns.values())))
-    cut = -(-rows // shards)
-    for shard in range(shards):
-        part = {name: pa.array(values[shard * cut:(shard + 1) * cut], pa.string()) for name, values in columns.items()}
-        pq.write_table(pa.table(part), directory / f"part-{shard}.parquet")
-    return directory
-
-
-def _read_back(directory: Path, column: str) -> tuple[list, list]:
-    """``column`` of every output file, as DuckDB and as pandas read it, in row order."""
-    import duckdb
-    import pandas as pd
-
-    pattern = str(directory / "part-*.parquet")
-    by_duckdb = [row[0] for row in duckdb.sql(f"SELECT {column} FROM read_parquet('{pattern}', filename=true) "
-                                              "ORDER BY filename, id").fetchall()]
-    frames = [pd.read_parquet(path) for path in sorted(directory.glob("part-*.parquet"))]
-    return by_duckdb, list(pd.concat(frames)[column])
-
-
 def test_ner_job_equals_the_reference_pipeline(tmp_path: Path) -> None:
     model = tiny_token_classifier(tmp_path / "model", "bert")
     texts = [TEXTS[0], None, long_text(), TEXTS[2], "  "]
-    local = _inputs(tmp_path / "in", {"text": texts})
+    local = write_shards(tmp_path / "in", {"text": texts})
     manifest = job("--task", "ner", "--model", str(model), "--input", str(local), "--output", str(tmp_path / "out"),
                    "--aggregation", "first", "--stride", "8", "--on-bad-row", "flag", "--actors", "1,1")
     table = pa.concat_tables([pq.read_table(tmp_path / "out" / f"part-{k}.parquet") for k in range(2)])
@@ -75,7 +54,7 @@ def test_ner_job_equals_the_reference_pipeline(tmp_path: Path) -> None:
                    [(e["entity_group"], e["word"], e["start"], e["end"]) for e in expected]
             np.testing.assert_allclose([e["score"] for e in entities], [e["score"] for e in expected], rtol=1e-5)
     assert len(ours[2]) > len(ours[0]) and not any(table["truncated"].to_pylist())
-    by_duckdb, by_pandas = _read_back(tmp_path / "out", "entities")
+    by_duckdb, by_pandas = read_back(tmp_path / "out", "entities")
     assert by_duckdb[1] is None and [dict(e) for e in by_duckdb[0]] == ours[0]
     assert list(by_pandas[2][0].keys()) == ["entity_group", "score", "word", "start", "end"]
 
@@ -88,7 +67,7 @@ def test_qa_job_through_s3_equals_the_reference_answers(s3_server, tmp_path: Pat
     assert plain and impossible and max(c["windows"] for c in cases) > 2
     questions = [c["question"] for c in cases] + ["Where is it?", None]
     contexts = [c["context"] for c in cases] + [None, "In Paris."]
-    local = _inputs(tmp_path / "in", {"q": questions, "ctx": contexts})
+    local = write_shards(tmp_path / "in", {"q": questions, "ctx": contexts})
     fs = s3_server.filesystem()
     fs.put(str(local) + "/", f"{s3_server.bucket}/qa/in/", recursive=True)
     manifest = job("--task", "qa", "--model", str(QA_FIXTURES / "bert"), "--input", f"s3://{s3_server.bucket}/qa/in/",
@@ -118,8 +97,8 @@ def test_qa_job_through_s3_equals_the_reference_answers(s3_server, tmp_path: Pat
     local_out = tmp_path / "out"
     # The null answer competed: in the n-best lists it has a score and no text.
     assert any(a["answer"] is None and a["score"] > 0 for row in table["answers"].to_pylist() if row for a in row)
-    by_duckdb, by_pandas = _read_back(local_out, "answers")
+    by_duckdb, by_pandas = read_back(local_out, "answers")
     assert by_duckdb[-1] is None and [dict(a) for a in by_duckdb[0]] == table["answers"][0].as_py()
     assert list(by_pandas[0][0].keys()) == ["answer", "score", "start", "end"]
-    answers_duckdb, _ = _read_back(local_out, "answer")
+    answers_duckdb, _ = read_back(local_out, "answer")
     assert answers_duckdb == table["answer"].to_pylist()
