@@ -17,8 +17,8 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass
-from typing import Any, Callable, ClassVar, Optional
+from dataclasses import dataclass, field
+from typing import Any, Callable, ClassVar, Mapping, Optional
 
 import numpy as np
 import pyarrow as pa
@@ -68,38 +68,40 @@ def load_dtype(name: str, device: torch.device) -> str:
     return "float16" if device.type == "cuda" else "float32"
 
 
+# Per-token model inputs beside the ids: model input name → the tokenize stage's column.
+EXTRA_INPUTS = {TOKEN_TYPE_INPUT: TOKEN_TYPE_IDS, LANGS_INPUT: LANGS}
+
+
 @dataclass
 class Sequences:
     """The model sequences of a block: token ids (and token types) per sequence, and the row
     each belongs to.  Rows with an error have none."""
 
     ids: pa.ListArray                 # one list<int32> of token ids per sequence
-    type_ids: Optional[pa.ListArray]  # the same for token types, when the model takes them
     row: np.ndarray                   # (S,) the input row of each sequence
     lengths: np.ndarray               # (S,) tokens per sequence
-    langs: Optional[pa.ListArray] = None  # each token's language id, when the model takes languages
+    # Per-token inputs beside the ids, by the model's input name (token types, languages), for
+    # the ones the model declares and the tokenize stage wrote.
+    extras: dict[str, pa.ListArray] = field(default_factory=dict)
 
     @classmethod
-    def from_table(cls, table: pa.Table, valid: np.ndarray, token_types: bool, langs: bool = False) -> "Sequences":
+    def from_table(cls, table: pa.Table, valid: np.ndarray, inputs: Mapping[str, str]) -> "Sequences":
+        """``inputs``: model input name → the block's column holding it, per token."""
         rows = np.flatnonzero(valid)
-        ids = table[INPUT_IDS].combine_chunks().take(pa.array(rows, type=pa.int64()))
-        type_ids = None
-        if token_types and TOKEN_TYPE_IDS in table.column_names:
-            type_ids = table[TOKEN_TYPE_IDS].combine_chunks().take(pa.array(rows, type=pa.int64()))
-        lang_ids = None
-        if langs and LANGS in table.column_names:
-            lang_ids = table[LANGS].combine_chunks().take(pa.array(rows, type=pa.int64()))
+        take = pa.array(rows, type=pa.int64())
+        ids = table[INPUT_IDS].combine_chunks().take(take)
+        extras = {name: table[column].combine_chunks().take(take) for name, column in inputs.items()
+                  if column in table.column_names}
         if pa.types.is_list(ids.type.value_type) or pa.types.is_large_list(ids.type.value_type):
             # Several sequences per row: list<list<int>>.
             counts = ids.value_lengths().to_numpy(zero_copy_only=False)
             row = np.repeat(rows, counts)
             ids = ids.flatten()
-            type_ids = type_ids.flatten() if type_ids is not None else None
-            lang_ids = lang_ids.flatten() if lang_ids is not None else None
+            extras = {name: values.flatten() for name, values in extras.items()}
         else:
             row = rows
         lengths = ids.value_lengths().to_numpy(zero_copy_only=False).astype(np.int64)
-        return cls(ids=ids, type_ids=type_ids, row=row, lengths=lengths, langs=lang_ids)
+        return cls(ids=ids, row=row, lengths=lengths, extras=extras)
 
     def __len__(self) -> int:
         return len(self.row)
@@ -195,8 +197,8 @@ class ModelStage:
         self.model = loaded.to(self.device).prepare_for_inference()
         self.flat = callable(getattr(self.model, "forward_flat", None))
         # Only the inputs the architecture declares reach it (DistilBERT and RoBERTa take no token types).
-        self.token_types = registry.contract(self.model.config.model_type).uses_token_types
-        self.langs = LANGS_INPUT in registry.contract(self.model.config.model_type).input_names
+        declared = registry.contract(self.model.config.model_type).input_names
+        self.extra_inputs = {name: column for name, column in EXTRA_INPUTS.items() if name in declared}
         if expected_weights_digest is not None:
             digest = weights_digest(self.model.checkpoint_files)
             if digest != expected_weights_digest:
@@ -241,12 +243,12 @@ class ModelStage:
         injected_faults("model")
         started = time.perf_counter()
         valid = valid_rows(table)
-        sequences = Sequences.from_table(table, valid, self.token_types, self.langs)
+        sequences = Sequences.from_table(table, valid, self.extra_inputs)
         with torch.inference_mode():
             per_sequence, per_token, widths = self._run(sequences)
         results = Results(sequences=sequences, num_rows=table.num_rows, valid=valid, per_sequence=per_sequence,
                           per_token=per_token, table=table)
-        table = table.drop_columns([c for c in (INPUT_IDS, TOKEN_TYPE_IDS, LANGS) if c in table.column_names])
+        table = table.drop_columns([c for c in (INPUT_IDS, *EXTRA_INPUTS.values()) if c in table.column_names])
         for name, column in self.columns(results).items():
             table = table.append_column(name, column)
         # Padded positions per row, summed over its sequences (for the padding ratio).
@@ -327,19 +329,12 @@ class ModelStage:
         group_lengths = sequences.lengths[group]
         if self.flat and group_lengths.min() > 0:
             segments = Segments.from_lengths(group_lengths, self.device)
-            extra = {}
-            if sequences.type_ids is not None:
-                extra[TOKEN_TYPE_INPUT] = to_device(flat_rows(sequences.type_ids, group), self.device)
-            if sequences.langs is not None:
-                extra[LANGS_INPUT] = to_device(flat_rows(sequences.langs, group), self.device)
+            extra = {name: to_device(flat_rows(values, group), self.device) for name, values in sequences.extras.items()}
             output = self.forward_flat(to_device(flat_rows(sequences.ids, group), self.device), segments, **extra)
             return output, group_lengths.astype(np.int64)
         input_ids, mask = pad_rows(sequences.ids, group, self.pad_token_id)  # (B, T) each
         inputs = {"input_ids": input_ids, "attention_mask": mask}
-        if sequences.type_ids is not None:
-            inputs[TOKEN_TYPE_INPUT] = pad_rows(sequences.type_ids, group, 0)[0]
-        if sequences.langs is not None:
-            inputs[LANGS_INPUT] = pad_rows(sequences.langs, group, 0)[0]
+        inputs.update({name: pad_rows(values, group, 0)[0] for name, values in sequences.extras.items()})
         output = self.forward({k: to_device(v, self.device) for k, v in inputs.items()})
         return output, np.full(len(group), input_ids.shape[1], dtype=np.int64)
 
