@@ -153,6 +153,9 @@ def two_one_cpu_nodes() -> Iterator[LoopbackCluster]:
     cluster = LoopbackCluster()
     try:
         cluster.add_node(cpus=1)
+        # The worker joins a head that is up: started together, its registration can time out
+        # against a GCS still starting (seen once in CI on this 2-core machine).
+        cluster.wait_for_nodes(1)
         cluster.add_node(cpus=1)
         cluster.wait_for_nodes(2)
         yield cluster
